@@ -1,0 +1,496 @@
+//! The weir configuration file: its TOML schema, defaults, and validation.
+//!
+//! Parsing is strict (`deny_unknown_fields`), and every error names the file,
+//! the line and column, and the reason, so `weir check` and a rejected reload
+//! point straight at the mistake.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration that failed to load.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid weir configuration.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending value.
+        line: usize,
+        /// 1-based column of the offending value.
+        column: usize,
+        /// What is wrong, in words.
+        message: String,
+    },
+}
+
+/// The whole configuration, as written in the TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where weir accepts client connections (`[[listeners]]`).
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// Plugin directory and sandbox limits (`[plugins]`).
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// Request routing rules (`[[routes]]`), matched as described in
+    /// [`crate::router`].
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Named groups of backends (`[upstreams.NAME]`).
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Where the file was read from; relative paths in it resolve against
+    /// its directory. Not part of the TOML.
+    #[serde(skip)]
+    pub source: ConfigSource,
+}
+
+/// Where a configuration came from, to resolve relative paths and to name
+/// the file in errors.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The file, or a pseudo-name such as `<demo>`.
+    pub path: PathBuf,
+    /// The file's text, kept to turn byte offsets into lines.
+    pub text: String,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `ip:port` to bind; port 0 picks a free port.
+    pub address: Spanned<String>,
+}
+
+/// Plugin directory and the sandbox every plugin call runs in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Directory holding `NAME.wasm` components, relative to the config file.
+    pub dir: PathBuf,
+    /// Longest a single plugin call may run, in milliseconds.
+    pub timeout_ms: u64,
+    /// Most linear memory one plugin instance may use, in MiB.
+    pub memory_mib: u64,
+    /// Most plugin instances alive at once, across all upstreams.
+    pub max_instances: u32,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            dir: PathBuf::from("plugins"),
+            timeout_ms: 5,
+            memory_mib: 64,
+            max_instances: 1000,
+        }
+    }
+}
+
+/// A routing rule: requests for `host` whose path starts with `path_prefix`
+/// go to `upstream`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Host to match (case-insensitive, port ignored); `*.example.com`
+    /// matches any subdomain. Absent: any host.
+    pub host: Option<String>,
+    /// Path prefix to match; defaults to `/` (everything).
+    #[serde(default = "default_prefix")]
+    pub path_prefix: Spanned<String>,
+    /// Name of the upstream that serves matching requests.
+    pub upstream: Spanned<String>,
+}
+
+fn default_prefix() -> Spanned<String> {
+    Spanned::new(0..0, "/".to_string())
+}
+
+/// A named group of backends and the policy that chooses among them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The backends (`[[upstreams.NAME.backends]]`).
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+    /// The balancing plugin; absent means weir's native round robin.
+    pub balancer: Option<BalancerConfig>,
+    /// Longest wait for a TCP connection to a backend, in milliseconds.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Longest wait for a backend's response headers, in milliseconds.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// How long an unused keep-alive connection to a backend is kept, in
+    /// milliseconds.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Most idle keep-alive connections kept per backend.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_backend: usize,
+}
+
+fn default_connect_timeout() -> u64 {
+    1_000
+}
+fn default_request_timeout() -> u64 {
+    30_000
+}
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+fn default_max_idle() -> usize {
+    256
+}
+
+impl UpstreamConfig {
+    /// The connect timeout as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    /// The response-header timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    /// The idle keep-alive timeout as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+/// The plugin that balances an upstream, and its settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerConfig {
+    /// Plugin name: weir loads `NAME.wasm` from the plugin directory.
+    pub plugin: Spanned<String>,
+    /// The plugin's own settings, handed to its `init` as JSON.
+    #[serde(default)]
+    pub settings: toml::Table,
+    /// What a failed plugin call (trap, timeout, nonsense answer) does to
+    /// the request: `fallback` routes it with native round robin, `fail`
+    /// answers 503.
+    #[serde(default)]
+    pub on_failure: FailurePolicy,
+}
+
+impl BalancerConfig {
+    /// The settings as the JSON text a plugin's `init` receives.
+    pub fn settings_json(&self) -> String {
+        serde_json::to_string(&self.settings).unwrap_or_else(|_| "{}".to_string())
+    }
+}
+
+/// What happens to a request whose plugin call failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Route the request with weir's native round robin.
+    #[default]
+    Fallback,
+    /// Answer 503.
+    Fail,
+}
+
+/// One backend server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// `ip:port` of the backend.
+    pub address: Spanned<String>,
+    /// A name for logs, metrics and plugins; defaults to the address.
+    pub name: Option<String>,
+    /// Relative weight for weight-aware policies (0 to 65535).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Free-form labels handed to plugins.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl BackendConfig {
+    /// The backend's display name.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.address.get_ref().clone())
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(path, &text)
+    }
+
+    /// Parses and validates `text`, naming it `path` in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let source = ConfigSource {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+        };
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| source.error(e.span().unwrap_or(0..0), e.message().trim().to_string()))?;
+        config.source = source;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The plugin directory, resolved against the config file's directory.
+    pub fn plugin_dir(&self) -> PathBuf {
+        if self.plugins.dir.is_absolute() {
+            return self.plugins.dir.clone();
+        }
+        match self.source.path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.join(&self.plugins.dir),
+            _ => self.plugins.dir.clone(),
+        }
+    }
+
+    /// The listener addresses, already validated.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.address.get_ref().parse().ok())
+            .collect()
+    }
+
+    /// An error pointing at `span` in this configuration's file.
+    pub fn error(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        self.source.error(span, message.into())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(self.error(0..0, "no [[listeners]]: weir needs at least one"));
+        }
+        for listener in &self.listeners {
+            if listener.address.get_ref().parse::<SocketAddr>().is_err() {
+                return Err(self.error(
+                    listener.address.span(),
+                    format!(
+                        "listener address {:?} is not ip:port",
+                        listener.address.get_ref()
+                    ),
+                ));
+            }
+        }
+        if self.plugins.timeout_ms == 0 {
+            return Err(self.error(0..0, "plugins.timeout_ms must be at least 1"));
+        }
+        if self.plugins.memory_mib == 0 || self.plugins.memory_mib > 4096 {
+            return Err(self.error(0..0, "plugins.memory_mib must be within 1..=4096"));
+        }
+        if self.plugins.max_instances == 0 {
+            return Err(self.error(0..0, "plugins.max_instances must be at least 1"));
+        }
+        for route in &self.routes {
+            if !self.upstreams.contains_key(route.upstream.get_ref()) {
+                return Err(self.error(
+                    route.upstream.span(),
+                    format!(
+                        "route names upstream {:?}, which is not defined (defined: {})",
+                        route.upstream.get_ref(),
+                        self.upstreams
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            if !route.path_prefix.get_ref().starts_with('/') {
+                return Err(self.error(
+                    route.path_prefix.span(),
+                    format!(
+                        "path_prefix {:?} must start with '/'",
+                        route.path_prefix.get_ref()
+                    ),
+                ));
+            }
+        }
+        for (name, upstream) in &self.upstreams {
+            self.validate_upstream(name, upstream)?;
+        }
+        Ok(())
+    }
+
+    fn validate_upstream(&self, name: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for backend in &upstream.backends {
+            let address = backend.address.get_ref();
+            if address.parse::<SocketAddr>().is_err() {
+                return Err(self.error(
+                    backend.address.span(),
+                    format!("upstream {name}: backend address {address:?} is not ip:port"),
+                ));
+            }
+            if backend.weight > u16::MAX as u32 {
+                return Err(self.error(
+                    backend.address.span(),
+                    format!("upstream {name}: backend {address} weight must be within 0..=65535"),
+                ));
+            }
+            if !names.insert(backend.display_name()) {
+                return Err(self.error(
+                    backend.address.span(),
+                    format!(
+                        "upstream {name}: backend name {:?} is used twice",
+                        backend.display_name()
+                    ),
+                ));
+            }
+        }
+        for (value, what) in [
+            (upstream.connect_timeout_ms, "connect_timeout_ms"),
+            (upstream.request_timeout_ms, "request_timeout_ms"),
+            (upstream.idle_timeout_ms, "idle_timeout_ms"),
+        ] {
+            if value == 0 {
+                return Err(self.error(0..0, format!("upstream {name}: {what} must be at least 1")));
+            }
+        }
+        if let Some(balancer) = &upstream.balancer {
+            let plugin = balancer.plugin.get_ref();
+            let valid = !plugin.is_empty()
+                && plugin
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                return Err(self.error(
+                    balancer.plugin.span(),
+                    format!(
+                        "upstream {name}: plugin name {plugin:?} must be letters, digits, '-' or '_' (weir loads NAME.wasm)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConfigSource {
+    fn error(&self, span: Range<usize>, message: String) -> ConfigError {
+        let (line, column) = line_column(&self.text, span.start);
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[[listeners]]
+address = "127.0.0.1:0"
+
+[[routes]]
+upstream = "web"
+
+[upstreams.web]
+[upstreams.web.balancer]
+plugin = "round-robin"
+settings = { answer = 42 }
+
+[[upstreams.web.backends]]
+address = "127.0.0.1:9001"
+weight = 2
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("weir.toml"), text)
+    }
+
+    #[test]
+    fn parses_a_complete_config_with_defaults() {
+        let config = parse(GOOD).unwrap();
+        let web = &config.upstreams["web"];
+        assert_eq!(web.backends[0].weight, 2);
+        assert_eq!(web.connect_timeout_ms, 1_000);
+        let balancer = web.balancer.as_ref().unwrap();
+        assert_eq!(balancer.plugin.get_ref(), "round-robin");
+        assert_eq!(balancer.settings_json(), r#"{"answer":42}"#);
+        assert_eq!(balancer.on_failure, FailurePolicy::Fallback);
+        assert_eq!(config.routes[0].path_prefix.get_ref(), "/");
+        assert_eq!(config.plugins.timeout_ms, 5);
+    }
+
+    #[test]
+    fn unknown_field_names_file_and_line() {
+        let text = GOOD.replace("weight = 2", "wieght = 2");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("weir.toml:15:"), "{err}");
+        assert!(err.contains("wieght"), "{err}");
+    }
+
+    #[test]
+    fn undefined_upstream_names_the_route_line() {
+        let text = GOOD.replace("upstream = \"web\"", "upstream = \"api\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("weir.toml:6:12:"), "{err}");
+        assert!(err.contains("\"api\", which is not defined"), "{err}");
+    }
+
+    #[test]
+    fn bad_backend_address_names_its_line() {
+        let text = GOOD.replace("127.0.0.1:9001", "localhost");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("weir.toml:14:"), "{err}");
+        assert!(err.contains("not ip:port"), "{err}");
+    }
+
+    #[test]
+    fn bad_failure_policy_is_rejected() {
+        let text = GOOD.replace("settings =", "on_failure = \"retry\"\nsettings =");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("weir.toml:11:14:"), "{err}");
+        assert!(err.contains("unknown variant `retry`"), "{err}");
+    }
+
+    #[test]
+    fn line_column_counts_from_one() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("ab", 99), (1, 3));
+    }
+}

@@ -1,0 +1,23 @@
+//! weir: an HTTP load balancer and reverse proxy whose balancing policies are
+//! WebAssembly components.
+//!
+//! The binary (`src/main.rs`) is thin glue over this library:
+//! [`config::Config`] parses and validates the TOML file,
+//! [`server::Server::start`] loads the plugins it names into a
+//! [`snapshot::Snapshot`] and starts serving, and [`proxy::handle`] runs
+//! each request: route, choose a backend through the upstream's plugin
+//! ([`plugin`]), forward, stream the answer back.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod demo;
+pub mod plugin;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
+
+pub use config::{Config, ConfigError};
+pub use server::{Server, StartError};

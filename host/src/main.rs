@@ -1,0 +1,185 @@
+//! The `weir` command: reads flags and config, sets up logging, runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use weir::demo::{self, DemoBackend};
+use weir::{Config, Server};
+
+/// weir: an HTTP load balancer whose balancing policies are WebAssembly
+/// components.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log filter, in tracing's EnvFilter syntax (`info`, `weir=debug`).
+    #[arg(long, env = "WEIR_LOG", default_value = "info", global = true)]
+    log: String,
+    /// Log line format.
+    #[arg(
+        long,
+        env = "WEIR_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a configuration file.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and load every plugin it names, then exit.
+    Check {
+        /// The configuration file (TOML).
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+    },
+    /// Start three demo backends and weir in front of them, balancing with
+    /// the round-robin plugin.
+    Demo {
+        /// Directory holding round-robin.wasm (`cargo xtask plugins` builds it).
+        #[arg(long, env = "WEIR_PLUGIN_DIR")]
+        plugin_dir: PathBuf,
+        /// Where weir listens.
+        #[arg(long, env = "WEIR_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("weir: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("weir: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            let server = Server::start(config).await?;
+            wait_for_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            server.shutdown(Duration::from_secs(10)).await;
+            Ok(())
+        }
+        Command::Check { config: path } => {
+            let config = Config::load(&path)?;
+            let runtime = weir::plugin::PluginRuntime::new(
+                weir::plugin::PluginLimits::from_config(&config.plugins),
+            )?;
+            let listeners = config.listeners.len();
+            let snapshot = weir::snapshot::Snapshot::build(config, &runtime)?;
+            let plugins: Vec<String> = snapshot
+                .upstreams()
+                .filter_map(|(_, u)| u.balancer().map(|b| b.pool.plugin().name().to_string()))
+                .collect();
+            println!(
+                "{}: OK ({listeners} listener(s), {} upstream(s), plugins: {})",
+                path.display(),
+                snapshot.upstreams().count(),
+                if plugins.is_empty() {
+                    "none".to_string()
+                } else {
+                    plugins.join(", ")
+                }
+            );
+            Ok(())
+        }
+        Command::Demo { plugin_dir, listen } => {
+            let plugin_dir = std::path::absolute(&plugin_dir)?;
+            if !plugin_dir.join("round-robin.wasm").is_file() {
+                anyhow::bail!(
+                    "{} has no round-robin.wasm: build the plugins first with `cargo xtask plugins` (or run `cargo xtask demo`)",
+                    plugin_dir.display()
+                );
+            }
+            let mut backends = Vec::new();
+            for i in 1..=3 {
+                backends.push(DemoBackend::start(&format!("backend-{i}")).await?);
+            }
+            let addrs: Vec<SocketAddr> = backends.iter().map(DemoBackend::addr).collect();
+            let server = Server::start(demo::config(listen, &addrs, &plugin_dir)?).await?;
+            let url = format!("http://{}/", server.local_addrs()[0]);
+            println!("weir demo: listening on {url}");
+            println!(
+                "round-robin plugin over 3 backends: {}",
+                addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("try:  for i in 1 2 3 4 5 6; do curl -s {url}; done");
+            println!("Ctrl-C stops it.");
+            wait_for_signal().await;
+            server.shutdown(Duration::from_secs(2)).await;
+            Ok(())
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

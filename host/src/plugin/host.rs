@@ -1,0 +1,175 @@
+//! The host side of a plugin's imports: the request view, logging and live
+//! load, and the per-store state they read.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Uri};
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{ResourceLimiter, StoreLimits};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{load, log, types};
+use crate::upstream::BackendSet;
+
+/// The type behind the guest's `request` resource. The host only ever lends
+/// one request at a time to a store, so the handle carries no data: it
+/// stands for [`HostState::request`].
+pub struct RequestHandle;
+
+/// The parts of the request a plugin may read, moved into the store for the
+/// duration of one call (moved, not copied) and moved back after.
+pub(crate) struct RequestView {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+    pub(crate) client: SocketAddr,
+}
+
+impl RequestView {
+    /// An empty view from the same client, left in the caller's hands while
+    /// the real one is lent to a store. Allocates nothing.
+    pub(crate) fn placeholder(&self) -> RequestView {
+        RequestView {
+            method: Method::GET,
+            uri: Uri::default(),
+            headers: HeaderMap::new(),
+            client: self.client,
+        }
+    }
+}
+
+/// Everything one plugin instance's store holds.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    /// Plugin name, for log lines.
+    pub(crate) plugin: Arc<str>,
+    /// Upstream the instance serves, for log lines.
+    pub(crate) upstream: Arc<str>,
+    /// The request being routed, during `select` only.
+    pub(crate) request: Option<RequestView>,
+    /// The backend set this instance was last told about; `load` reads it.
+    pub(crate) backends: Option<Arc<BackendSet>>,
+}
+
+impl HostState {
+    pub(crate) fn new(plugin: Arc<str>, upstream: Arc<str>, limits: StoreLimits) -> Self {
+        // No capabilities: no preopened directories, no environment, no
+        // arguments, no sockets; stdio goes nowhere.
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            plugin,
+            upstream,
+            request: None,
+            backends: None,
+        }
+    }
+
+    pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limits
+    }
+
+    fn request(&self) -> wasmtime::Result<&RequestView> {
+        self.request
+            .as_ref()
+            .ok_or_else(|| wasmtime::format_err!("request used outside of select"))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl types::HostRequest for HostState {
+    fn method(&mut self, _: Resource<RequestHandle>) -> String {
+        self.request()
+            .map(|r| r.method.as_str().to_string())
+            .unwrap_or_default()
+    }
+
+    fn path(&mut self, _: Resource<RequestHandle>) -> String {
+        self.request()
+            .map(|r| {
+                r.uri
+                    .path_and_query()
+                    .map_or_else(|| r.uri.path().to_string(), |pq| pq.as_str().to_string())
+            })
+            .unwrap_or_default()
+    }
+
+    fn authority(&mut self, _: Resource<RequestHandle>) -> Option<String> {
+        let request = self.request().ok()?;
+        request
+            .uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                request
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+    }
+
+    fn header(&mut self, _: Resource<RequestHandle>, name: String) -> Option<String> {
+        let request = self.request().ok()?;
+        request
+            .headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    fn client_addr(&mut self, _: Resource<RequestHandle>) -> String {
+        self.request()
+            .map(|r| r.client.to_string())
+            .unwrap_or_default()
+    }
+
+    fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        // Lent, never owned by the guest: nothing to free.
+        Ok(())
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) {
+        let (plugin, upstream) = (&*self.plugin, &*self.upstream);
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, upstream, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, upstream, "{message}"),
+            log::Level::Info => tracing::info!(plugin, upstream, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, upstream, "{message}"),
+            log::Level::Error => tracing::error!(plugin, upstream, "{message}"),
+        }
+    }
+}
+
+impl load::Host for HostState {
+    fn backend_load(&mut self, id: types::BackendId) -> Option<types::BackendLoad> {
+        let backend = self.backends.as_ref()?.get(id)?;
+        let stats = &backend.stats;
+        Some(types::BackendLoad {
+            in_flight: stats.in_flight(),
+            ewma_latency_us: stats.ewma_latency_us(),
+            recent_failures: stats.consecutive_failures(),
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! The plugin runtime: wasmtime set up once per process, components compiled
+//! and pre-instantiated once per file, and pools of ready instances per
+//! upstream.
+//!
+//! Lifecycle of a balancer plugin:
+//! 1. [`PluginRuntime::new`] builds the engine (pooling allocator, epoch
+//!    interruption) and a linker holding WASI (with no capabilities) and
+//!    weir's own imports, and starts the epoch ticker.
+//! 2. [`PluginRuntime::load`] compiles `NAME.wasm`, checks it is a `balancer`
+//!    component whose imports weir satisfies, and pre-instantiates it.
+//! 3. [`BalancerPool::new`] makes one instance and calls its `init` with the
+//!    upstream's settings, rejecting the plugin for that upstream on error.
+//! 4. Per request, [`BalancerPool::select`] borrows an idle instance (making
+//!    one if none is idle), tells it about a changed backend set if needed,
+//!    calls `select` under the epoch deadline, and returns the instance to the
+//!    pool, or discards it if the call trapped or overran.
+
+mod bindings;
+mod guard;
+mod host;
+mod pool;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub(crate) use host::RequestView;
+pub use pool::{BalancerPool, CallError};
+
+use bindings::{BalancerBindings, BalancerPre};
+use host::HostState;
+
+/// How often the epoch advances; plugin deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// A plugin that could not be loaded or initialised.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The runtime itself could not be set up.
+    #[error("plugin runtime: {0}")]
+    Runtime(String),
+    /// The plugin file could not be read.
+    #[error("plugin {name} ({path}): cannot read: {source}")]
+    Read {
+        /// Plugin name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a component weir can run (not wasm, a core module,
+    /// wrong world, missing export, an import weir does not provide).
+    #[error("plugin {name} ({path}): {reason}")]
+    Invalid {
+        /// Plugin name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Why, as wasmtime explains it.
+        reason: String,
+    },
+    /// The plugin's `init` refused its settings, or trapped.
+    #[error("plugin {name} for upstream {upstream}: init failed: {reason}")]
+    Init {
+        /// Plugin name.
+        name: String,
+        /// The upstream whose settings were given.
+        upstream: String,
+        /// The plugin's message, or the trap.
+        reason: String,
+    },
+}
+
+/// Sandbox limits applied to every plugin call and instance.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginLimits {
+    /// Longest one call may run.
+    pub timeout: Duration,
+    /// Most linear memory one instance may have, in bytes.
+    pub memory_bytes: usize,
+    /// Most instances alive at once in this runtime.
+    pub max_instances: u32,
+}
+
+impl PluginLimits {
+    /// Reads the limits from the `[plugins]` section.
+    pub fn from_config(config: &crate::config::PluginsConfig) -> Self {
+        PluginLimits {
+            timeout: Duration::from_millis(config.timeout_ms),
+            memory_bytes: (config.memory_mib as usize) << 20,
+            max_instances: config.max_instances,
+        }
+    }
+
+    /// The deadline of one call in epoch ticks, rounded up, plus one for the
+    /// tick already under way.
+    fn deadline_ticks(&self) -> u64 {
+        let tick = EPOCH_TICK.as_micros().max(1);
+        (self.timeout.as_micros().div_ceil(tick) as u64).max(1) + 1
+    }
+}
+
+/// The wasmtime engine, linker and epoch ticker shared by every plugin.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: PluginLimits,
+}
+
+impl PluginRuntime {
+    /// Builds the engine and linker and starts the epoch ticker thread, which
+    /// stops when the runtime's engine is dropped.
+    pub fn new(limits: PluginLimits) -> Result<Arc<Self>, PluginError> {
+        let runtime_err = |e: wasmtime::Error| PluginError::Runtime(format!("{e:#}"));
+        guard::install_panic_hook();
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = limits.max_instances;
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(8))
+            .total_stacks(instances)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(runtime_err)?;
+
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime_err)?;
+        BalancerBindings::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(runtime_err)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| PluginError::Runtime(format!("cannot start epoch ticker: {e}")))?;
+
+        Ok(Arc::new(PluginRuntime {
+            engine,
+            linker,
+            limits,
+        }))
+    }
+
+    /// The limits every call and instance runs under.
+    pub fn limits(&self) -> PluginLimits {
+        self.limits
+    }
+
+    /// Loads plugin `name` from `dir/NAME.wasm`.
+    pub fn load(&self, dir: &Path, name: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let path = dir.join(format!("{name}.wasm"));
+        let bytes = std::fs::read(&path).map_err(|source| PluginError::Read {
+            name: name.to_string(),
+            path: path.clone(),
+            source,
+        })?;
+        self.load_bytes(name, &path, &bytes)
+    }
+
+    /// Compiles and pre-instantiates a component already in memory; `path`
+    /// only names it in errors.
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let invalid = |reason: String| PluginError::Invalid {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            reason,
+        };
+        if bytes.is_empty() {
+            return Err(invalid("the file is empty".into()));
+        }
+        if !bytes.starts_with(b"\0asm") {
+            return Err(invalid("not a WebAssembly file (no \\0asm header)".into()));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| invalid(format!("not a valid component: {e:#}")))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            invalid(format!(
+                "imports something weir does not provide (plugins get only weir:plugin/log, weir:plugin/load and capability-free WASI): {e:#}"
+            ))
+        })?;
+        let pre = BalancerPre::new(instance_pre).map_err(|e| {
+            invalid(format!(
+                "is not a weir:plugin/balancer component (it must export weir:plugin/policy@0.1.0): {e:#}"
+            ))
+        })?;
+        Ok(Arc::new(LoadedPlugin {
+            name: name.into(),
+            path: path.to_path_buf(),
+            pre,
+            engine: self.engine.clone(),
+            limits: self.limits,
+        }))
+    }
+}
+
+/// A compiled, pre-instantiated balancer component: instantiating it again
+/// is cheap.
+pub struct LoadedPlugin {
+    name: Arc<str>,
+    path: PathBuf,
+    pre: BalancerPre<HostState>,
+    engine: Engine,
+    limits: PluginLimits,
+}
+
+impl LoadedPlugin {
+    /// The plugin's name (its file name without `.wasm`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}

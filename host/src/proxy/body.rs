@@ -1,0 +1,76 @@
+//! Response bodies: the backend's body streamed through while its request is
+//! still counted in flight, and weir's own short error bodies.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+
+use crate::upstream::InFlight;
+
+/// Body type of every response weir sends to clients.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// A backend's response body, streamed frame by frame; the request counts as
+/// in flight until the body ends or is dropped.
+pub(crate) struct TrackedBody {
+    inner: Incoming,
+    guard: Option<InFlight>,
+}
+
+impl TrackedBody {
+    pub(crate) fn new(inner: Incoming, guard: InFlight) -> Self {
+        TrackedBody {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &poll {
+            self.guard.take();
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A short plain-text response from weir itself.
+pub(crate) fn plain(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let text = format!(
+        "{} {}: {message}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(
+        Full::new(Bytes::from(text))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

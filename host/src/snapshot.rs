@@ -1,0 +1,99 @@
+//! Everything a request needs, built from one configuration and swapped in
+//! whole: routes, upstreams, and their loaded plugins.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::config::{Config, ConfigError};
+use crate::plugin::{BalancerPool, LoadedPlugin, PluginRuntime};
+use crate::router::Router;
+use crate::upstream::{PluginBalancer, Upstream};
+
+/// One consistent view of the configuration, built off the request path.
+pub struct Snapshot {
+    config: Arc<Config>,
+    router: Router,
+    upstreams: BTreeMap<String, Arc<Upstream>>,
+}
+
+impl Snapshot {
+    /// Builds upstreams and routes from `config`, loading every plugin it
+    /// names from the plugin directory (each file compiled once) and
+    /// initialising it with its upstream's settings. A plugin that cannot be
+    /// loaded fails the whole build, with the config line that named it.
+    pub fn build(config: Config, runtime: &PluginRuntime) -> Result<Snapshot, ConfigError> {
+        let plugin_dir = config.plugin_dir();
+        let mut loaded: HashMap<String, Arc<LoadedPlugin>> = HashMap::new();
+        let mut upstreams = BTreeMap::new();
+        for (name, upstream) in &config.upstreams {
+            let balancer = match &upstream.balancer {
+                None => None,
+                Some(balancer) => {
+                    let plugin_name = balancer.plugin.get_ref();
+                    let at = |e: crate::plugin::PluginError| {
+                        config.error(balancer.plugin.span(), format!("upstream {name}: {e}"))
+                    };
+                    let plugin = match loaded.get(plugin_name) {
+                        Some(plugin) => plugin.clone(),
+                        None => {
+                            let plugin = runtime.load(&plugin_dir, plugin_name).map_err(at)?;
+                            loaded.insert(plugin_name.clone(), plugin.clone());
+                            plugin
+                        }
+                    };
+                    let pool =
+                        BalancerPool::new(plugin, name, balancer.settings_json()).map_err(at)?;
+                    Some(PluginBalancer {
+                        pool,
+                        on_failure: balancer.on_failure,
+                    })
+                }
+            };
+            upstreams.insert(
+                name.clone(),
+                Arc::new(Upstream::new(name, upstream, balancer)),
+            );
+        }
+        let router = Router::new(
+            config
+                .routes
+                .iter()
+                .map(|r| {
+                    (
+                        r.host.clone(),
+                        r.path_prefix.get_ref().clone(),
+                        upstreams[r.upstream.get_ref()].clone(),
+                    )
+                })
+                .collect(),
+        );
+        for plugin in loaded.values() {
+            tracing::info!(plugin = plugin.name(), path = %plugin.path().display(), "plugin loaded");
+        }
+        Ok(Snapshot {
+            config: Arc::new(config),
+            router,
+            upstreams,
+        })
+    }
+
+    /// The configuration this snapshot was built from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The upstream serving a request for `host` and `path`.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<Arc<Upstream>> {
+        self.router.route(host, path).cloned()
+    }
+
+    /// The upstream called `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
+    }
+
+    /// Every upstream, by name.
+    pub fn upstreams(&self) -> impl Iterator<Item = (&String, &Arc<Upstream>)> {
+        self.upstreams.iter()
+    }
+}

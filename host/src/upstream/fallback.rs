@@ -1,0 +1,55 @@
+//! weir's native round robin: used for upstreams without a plugin, and for
+//! any request whose plugin call failed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::backend::{Backend, BackendSet};
+
+/// Lock-free round robin over the eligible backends of a set.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// The next eligible backend, or none when no backend is eligible.
+    pub fn select(&self, set: &BackendSet) -> Option<Arc<Backend>> {
+        let eligible = set.eligible();
+        if eligible.is_empty() {
+            return None;
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        Some(eligible[n % eligible.len()].clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Health;
+    use crate::upstream::backend::tests::backend;
+
+    #[test]
+    fn cycles_over_eligible_backends_only() {
+        let set = BackendSet::new(vec![
+            backend(0, Health::Healthy),
+            backend(1, Health::Unhealthy),
+            backend(2, Health::Healthy),
+        ]);
+        let rr = RoundRobin::default();
+        let picks: Vec<_> = (0..4).map(|_| rr.select(&set).unwrap().id).collect();
+        assert_eq!(picks, vec![0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn no_eligible_backend_means_none() {
+        let set = BackendSet::new(vec![backend(0, Health::Draining)]);
+        assert!(RoundRobin::default().select(&set).is_none());
+        assert!(
+            RoundRobin::default()
+                .select(&BackendSet::new(vec![]))
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,48 @@
+//! The request being routed.
+
+use crate::wit::weir::plugin::types as wit;
+
+/// A read-only view of the request being routed, valid for one
+/// [`Balancer::select`](crate::Balancer::select) call.
+///
+/// Nothing is copied up front: every accessor is one call into weir that
+/// copies only what it returns, so a policy pays only for what it reads. Call
+/// each accessor at most once per request and keep the result if you need it
+/// again.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    inner: &'a wit::Request,
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn new(inner: &'a wit::Request) -> Self {
+        Self { inner }
+    }
+
+    /// The method, upper case as sent: `GET`, `POST`, ... One host call.
+    pub fn method(&self) -> String {
+        self.inner.method()
+    }
+
+    /// The path and query, as sent: `/users/7?verbose=1`. One host call.
+    pub fn path(&self) -> String {
+        self.inner.path()
+    }
+
+    /// The authority: the `Host` header for HTTP/1.1, `:authority` for
+    /// HTTP/2; `None` when the client sent neither. One host call.
+    pub fn authority(&self) -> Option<String> {
+        self.inner.authority()
+    }
+
+    /// The first value of header `name` (matched case-insensitively); `None`
+    /// when absent or not valid UTF-8. One host call.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.inner.header(name)
+    }
+
+    /// The client's address as `ip:port` (IPv6 in brackets). One host call.
+    pub fn client_addr(&self) -> String {
+        self.inner.client_addr()
+    }
+}

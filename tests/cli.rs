@@ -1,0 +1,190 @@
+//! The `weir` binary itself: `check` and `demo`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+fn weir() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
+}
+
+fn write_config(text: &str) -> (tempdir::TempDir, std::path::PathBuf) {
+    let dir = tempdir::TempDir::new();
+    let path = dir.0.join("weir.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+mod tempdir {
+    /// A directory under the system temp dir, removed on drop.
+    pub struct TempDir(pub std::path::PathBuf);
+    impl TempDir {
+        pub fn new() -> TempDir {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("weir-cli-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[test]
+fn check_accepts_a_good_config_and_loads_its_plugins() {
+    let text = config_text(
+        &["127.0.0.1:9".parse().unwrap()],
+        "[upstreams.web.balancer]\nplugin = \"round-robin\"\n",
+        "",
+    );
+    let (_dir, path) = write_config(&text);
+    let out = weir()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK"), "{stdout}");
+    assert!(stdout.contains("plugins: round-robin"), "{stdout}");
+}
+
+#[test]
+fn check_reports_a_bad_config_with_file_and_line() {
+    let text = config_text(
+        &["127.0.0.1:9".parse().unwrap()],
+        "request_timeout = 5\n",
+        "",
+    );
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("request_timeout"))
+        .unwrap()
+        + 1;
+    let (_dir, path) = write_config(&text);
+    let out = weir()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!("{}:{line}:", path.display());
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected} in: {stderr}"
+    );
+    assert!(
+        stderr.contains("unknown field `request_timeout`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_reports_a_plugin_that_fails_with_the_line_naming_it() {
+    let text = config_text(
+        &["127.0.0.1:9".parse().unwrap()],
+        "[upstreams.web.balancer]\nplugin = \"bad-init\"\n",
+        "",
+    );
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("plugin = "))
+        .unwrap()
+        + 1;
+    let (_dir, path) = write_config(&text);
+    let out = weir()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("weir.toml:{line}:")), "{stderr}");
+    assert!(stderr.contains("bad-init refuses"), "{stderr}");
+}
+
+#[test]
+fn config_path_falls_back_to_the_environment() {
+    let text = config_text(&["127.0.0.1:9".parse().unwrap()], "", "");
+    let (_dir, path) = write_config(&text);
+    let out = weir()
+        .arg("check")
+        .env("WEIR_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Kills the child on drop, so a failing test leaves nothing running.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_three_backends_in_turn() {
+    let mut child = Child(
+        weir()
+            .args(["demo", "--listen", "127.0.0.1:0", "--plugin-dir"])
+            .arg(plugin_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.split_whitespace()
+                    .find(|w| w.starts_with("http://"))
+                    .map(str::to_string)
+            })
+    });
+    let url = tokio::time::timeout(Duration::from_secs(30), url)
+        .await
+        .expect("demo printed no URL in time")
+        .unwrap()
+        .expect("demo printed no URL");
+    let client = client();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let (status, body) = get(&client, &url).await;
+        assert_eq!(status, 200);
+        seen.push(body.trim().to_string());
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "backend-1",
+            "backend-1",
+            "backend-2",
+            "backend-2",
+            "backend-3",
+            "backend-3"
+        ]
+    );
+}

@@ -1,0 +1,220 @@
+//! Fixtures for weir's integration tests: real backends and a real weir on
+//! port 0, real compiled plugins, and an HTTP client. Everything stops when
+//! dropped.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+/// Directory of compiled plugins: `WEIR_PLUGIN_DIR`, set by `cargo xtask
+/// test`, or where `cargo xtask plugins` puts them.
+pub fn plugin_dir() -> PathBuf {
+    let dir = std::env::var_os("WEIR_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            target.join("plugins")
+        });
+    assert!(
+        dir.join("round-robin.wasm").is_file(),
+        "no compiled plugins in {}: run the tests with `cargo xtask test`, which builds them",
+        dir.display()
+    );
+    dir
+}
+
+/// How a [`TestBackend`] answers.
+#[derive(Clone, Copy, Debug)]
+pub enum Behaviour {
+    /// `200` with body `NAME\n`.
+    Name,
+    /// `200` with a body listing the request line and headers it received,
+    /// then `body-bytes: N` (the request body's length).
+    Echo,
+    /// Accepts connections and requests, never answers.
+    Hang,
+    /// Answers with this status and body `NAME\n`.
+    Status(u16),
+}
+
+/// A real HTTP server on `127.0.0.1:0`.
+pub struct TestBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub requests: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestBackend {
+    pub async fn start(name: &str, behaviour: Behaviour) -> TestBackend {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let (counter, label) = (requests.clone(), name.to_string());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (counter, label) = (counter.clone(), label.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        let label = label.clone();
+                        async move { Ok::<_, Infallible>(answer(&label, behaviour, req).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestBackend {
+            name: name.to_string(),
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(name: &str, behaviour: Behaviour, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match behaviour {
+        Behaviour::Name => Response::new(Full::new(Bytes::from(format!("{name}\n")))),
+        Behaviour::Status(code) => {
+            let mut r = Response::new(Full::new(Bytes::from(format!("{name}\n"))));
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            r
+        }
+        Behaviour::Hang => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        Behaviour::Echo => {
+            let mut text = format!("{} {} {:?}\n", req.method(), req.uri(), req.version());
+            for (k, v) in req.headers() {
+                text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
+            }
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            text.push_str(&format!("body-bytes: {}\n", body.len()));
+            Response::new(Full::new(Bytes::from(text)))
+        }
+    }
+}
+
+/// An address nothing listens on: connecting to it is refused.
+pub async fn dead_addr() -> SocketAddr {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Builds a weir config: one listener on port 0, the test plugin dir, one
+/// upstream `web` routed from `/`, with `backends`, the `upstream_extra`
+/// TOML lines (keys of `[upstreams.web]`, or a `[upstreams.web.balancer]`
+/// table) placed before the backends, and `plugins_extra` lines in
+/// `[plugins]`.
+pub fn config_text(backends: &[SocketAddr], upstream_extra: &str, plugins_extra: &str) -> String {
+    let mut text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins]\ndir = {:?}\nmax_instances = 64\n{plugins_extra}\n\n\
+         [[routes]]\nupstream = \"web\"\n\n[upstreams.web]\n{upstream_extra}\n",
+        plugin_dir().display().to_string()
+    );
+    for (i, addr) in backends.iter().enumerate() {
+        text.push_str(&format!(
+            "[[upstreams.web.backends]]\nname = \"backend-{}\"\naddress = \"{addr}\"\n",
+            i + 1
+        ));
+    }
+    text
+}
+
+/// A weir started from the library on port 0.
+pub struct TestProxy {
+    pub server: weir::Server,
+    pub url: String,
+}
+
+impl TestProxy {
+    pub async fn start(config_text: &str) -> TestProxy {
+        Self::try_start(config_text).await.unwrap()
+    }
+
+    pub async fn try_start(config_text: &str) -> Result<TestProxy, weir::StartError> {
+        let config = weir::Config::parse(std::path::Path::new("test.toml"), config_text)?;
+        let server = weir::Server::start(config).await?;
+        let url = format!("http://{}", server.local_addrs()[0]);
+        Ok(TestProxy { server, url })
+    }
+}
+
+/// An HTTP/1.1 keep-alive client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GETs `url`, returns status and body text.
+pub async fn get(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> (StatusCode, String) {
+    let response = tokio::time::timeout(Duration::from_secs(10), client.get(url.parse().unwrap()))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sends `total` GETs to `url` from `concurrency` tasks; returns how many
+/// of each (status, body) were seen.
+pub async fn spread(url: &str, total: usize, concurrency: usize) -> BTreeMap<(u16, String), usize> {
+    let client = client();
+    let per_task = total / concurrency;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url) = (client.clone(), url.to_string());
+        tasks.spawn(async move {
+            let mut seen = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let (status, body) = get(&client, &url).await;
+                seen.push((status.as_u16(), body.trim().to_string()));
+            }
+            seen
+        });
+    }
+    let mut counts = BTreeMap::new();
+    while let Some(seen) = tasks.join_next().await {
+        for key in seen.unwrap() {
+            *counts.entry(key).or_insert(0) += 1;
+        }
+    }
+    counts
+}
