@@ -188,3 +188,63 @@ async fn demo_serves_three_backends_in_turn() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_a_failing_plugin_by_name_and_keeps_serving() {
+    let backend = TestBackend::start("backend-1", Behaviour::Name).await;
+    let text = config_text(
+        &[backend.addr],
+        "[upstreams.web.balancer]\nplugin = \"trap\"\n",
+        "",
+    );
+    let (_dir, path) = write_config(&text);
+    let mut child = Child(
+        weir()
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("WEIR_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let addr = loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines_rx.recv())
+            .await
+            .expect("weir logged no listening address in time")
+            .expect("weir exited before listening");
+        let found = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr=").map(str::to_string));
+        log.push(line);
+        if let Some(addr) = found {
+            break addr;
+        }
+    };
+    let (status, body) = get(&client(), &format!("http://{addr}/")).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "backend-1\n"));
+    // The plugin's own panic message, through the SDK's hook and the log
+    // import, and the host's containment line, both under the plugin's name.
+    let mut seen_panic = false;
+    let mut seen_failure = false;
+    while !(seen_panic && seen_failure) {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("missing log lines; got:\n{}", log.join("\n")))
+            .expect("weir exited");
+        seen_panic |= line.contains("plugin=\"trap\"") && line.contains("select always traps");
+        seen_failure |= line.contains("plugin=\"trap\"") && line.contains("plugin call failed");
+        log.push(line);
+    }
+}

@@ -73,6 +73,15 @@ async fn a_plugin_that_eats_memory_hits_its_cap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_writing_to_stderr_is_contained() {
+    // Blocking WASI I/O from a tokio worker panics inside wasmtime-wasi; the
+    // host must turn that into one failed decision, not a dropped request.
+    let (counts, failures) = run_with("stderr-writer", 8, "").await;
+    all_ok(&counts, 8);
+    assert_eq!(failures, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_naming_a_backend_that_does_not_exist_falls_back() {
     let (counts, failures) = run_with("bogus-id", 10, "").await;
     all_ok(&counts, 10);

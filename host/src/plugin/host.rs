@@ -19,17 +19,21 @@ pub struct RequestHandle;
 
 /// The parts of the request a plugin may read, moved into the store for the
 /// duration of one call (moved, not copied) and moved back after.
-pub(crate) struct RequestView {
-    pub(crate) method: Method,
-    pub(crate) uri: Uri,
-    pub(crate) headers: HeaderMap,
-    pub(crate) client: SocketAddr,
+pub struct RequestView {
+    /// The request method.
+    pub method: Method,
+    /// The request target (with authority for HTTP/2 clients).
+    pub uri: Uri,
+    /// The request headers.
+    pub headers: HeaderMap,
+    /// The client's address.
+    pub client: SocketAddr,
 }
 
 impl RequestView {
     /// An empty view from the same client, left in the caller's hands while
     /// the real one is lent to a store. Allocates nothing.
-    pub(crate) fn placeholder(&self) -> RequestView {
+    pub fn placeholder(&self) -> RequestView {
         RequestView {
             method: Method::GET,
             uri: Uri::default(),

@@ -27,7 +27,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub(crate) use host::RequestView;
+pub use host::RequestView;
 pub use pool::{BalancerPool, CallError};
 
 use bindings::{BalancerBindings, BalancerPre};

@@ -101,7 +101,7 @@ impl BalancerPool {
     /// `request` is moved into the instance's store for the call and moved
     /// back before returning, whatever the outcome. `Ok(None)` means the
     /// plugin chose no backend.
-    pub(crate) fn select(
+    pub fn select(
         &self,
         backends: &Arc<BackendSet>,
         request: &mut RequestView,

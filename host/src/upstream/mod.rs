@@ -154,7 +154,7 @@ impl Upstream {
     /// Chooses the backend for one request: the plugin if there is one,
     /// native round robin otherwise or when the plugin fails (unless the
     /// upstream's failure policy is `fail`).
-    pub(crate) fn choose(&self, request: &mut RequestView) -> Choice {
+    pub fn choose(&self, request: &mut RequestView) -> Choice {
         let set = self.backends.load();
         if set.eligible().is_empty() {
             return Choice::Unavailable("no healthy backend");
