@@ -92,6 +92,16 @@ pub struct PluginsConfig {
     pub memory_mib: u64,
     /// Most plugin instances alive at once, across all upstreams.
     pub max_instances: u32,
+    /// Watch the plugin directory (and the config file) and reload on change.
+    pub watch: bool,
+    /// How often the watcher looks, in milliseconds. A change is applied once
+    /// the file has stayed the same for one interval.
+    pub watch_interval_ms: u64,
+    /// Keep compiled plugins on disk, keyed by content, so a restart with
+    /// unchanged plugins does not compile again.
+    pub cache: bool,
+    /// Where the compiled-code cache lives; default `$HOME/.cache/weir`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for PluginsConfig {
@@ -101,6 +111,10 @@ impl Default for PluginsConfig {
             timeout_ms: 5,
             memory_mib: 64,
             max_instances: 1000,
+            watch: true,
+            watch_interval_ms: 500,
+            cache: true,
+            cache_dir: None,
         }
     }
 }
@@ -273,6 +287,20 @@ impl Config {
         }
     }
 
+    /// The compiled-code cache directory, absolute, or none when caching is
+    /// off or no directory can be found.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        if !self.plugins.cache {
+            return None;
+        }
+        let dir = match &self.plugins.cache_dir {
+            Some(dir) if dir.is_absolute() => dir.clone(),
+            Some(dir) => self.source.path.parent().unwrap_or(Path::new("")).join(dir),
+            None => PathBuf::from(std::env::var_os("HOME")?).join(".cache/weir"),
+        };
+        std::path::absolute(dir).ok()
+    }
+
     /// The listener addresses, already validated.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
@@ -306,6 +334,9 @@ impl Config {
         }
         if self.plugins.memory_mib == 0 || self.plugins.memory_mib > 4096 {
             return Err(self.error(0..0, "plugins.memory_mib must be within 1..=4096"));
+        }
+        if self.plugins.watch_interval_ms == 0 {
+            return Err(self.error(0..0, "plugins.watch_interval_ms must be at least 1"));
         }
         if self.plugins.max_instances == 0 {
             return Err(self.error(0..0, "plugins.max_instances must be at least 1"));

@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod plugin;
 pub mod proxy;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;

@@ -89,18 +89,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = Config::load(&config)?;
             let server = Server::start(config).await?;
-            wait_for_signal().await;
+            wait_for_signal(Some(&server)).await;
             tracing::info!("shutting down: finishing in-flight requests");
             server.shutdown(Duration::from_secs(10)).await;
             Ok(())
         }
         Command::Check { config: path } => {
             let config = Config::load(&path)?;
-            let runtime = weir::plugin::PluginRuntime::new(
-                weir::plugin::PluginLimits::from_config(&config.plugins),
-            )?;
+            let store = weir::plugin::PluginStore::new(weir::server::runtime_for(&config)?);
             let listeners = config.listeners.len();
-            let snapshot = weir::snapshot::Snapshot::build(config, &runtime)?;
+            let snapshot = weir::snapshot::Snapshot::build(config, &store)?;
             let plugins: Vec<String> = snapshot
                 .upstreams()
                 .filter_map(|(_, u)| u.balancer().map(|b| b.pool.plugin().name().to_string()))
@@ -143,31 +141,43 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             println!("try:  for i in 1 2 3 4 5 6; do curl -s {url}; done");
             println!("Ctrl-C stops it.");
-            wait_for_signal().await;
+            wait_for_signal(None).await;
             server.shutdown(Duration::from_secs(2)).await;
             Ok(())
         }
     }
 }
 
-async fn wait_for_signal() {
+/// Waits for Ctrl-C or SIGTERM; on SIGHUP reloads `server`'s config and
+/// plugins and keeps waiting.
+async fn wait_for_signal(server: Option<&Server>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    if let Some(server) = server {
+                        // Errors are logged by the reload itself.
+                        let _ = server.reload().await;
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = server;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

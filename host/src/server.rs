@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{Config, ConfigError};
-use crate::plugin::{PluginError, PluginLimits, PluginRuntime};
+use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
+use crate::reload::{ReloadError, ReloadKind, Reloader};
 use crate::snapshot::Snapshot;
 
 /// How long a client may take to send a request's headers.
@@ -46,7 +47,7 @@ pub enum StartError {
 pub struct Server {
     addrs: Vec<SocketAddr>,
     state: Arc<ArcSwap<Snapshot>>,
-    runtime: Arc<PluginRuntime>,
+    reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -54,13 +55,50 @@ pub struct Server {
 impl Server {
     /// Loads every plugin `config` names, binds its listeners and starts
     /// serving. Must run inside a multi-threaded tokio runtime.
+    ///
+    /// When the config came from a file ([`Config::load`]), that file is
+    /// watched and re-read on [`Server::reload`]; the plugin files it names
+    /// are watched too, unless `plugins.watch = false`.
     pub async fn start(config: Config) -> Result<Server, StartError> {
-        let runtime = PluginRuntime::new(PluginLimits::from_config(&config.plugins))?;
+        let runtime = runtime_for(&config)?;
+        let store = Arc::new(PluginStore::new(runtime));
         let addrs = config.listen_addrs();
-        let snapshot = Snapshot::build(config, &runtime)?;
+        let config_path = config
+            .source
+            .path
+            .is_file()
+            .then(|| std::path::absolute(&config.source.path).ok())
+            .flatten();
+        let watch_interval = config
+            .plugins
+            .watch
+            .then(|| Duration::from_millis(config.plugins.watch_interval_ms));
+        // Taken before the plugins are read, so a write during startup is
+        // picked up by the watcher rather than missed.
+        let baseline = crate::reload::signatures(
+            crate::snapshot::plugin_files(&config)
+                .into_iter()
+                .chain(config_path.clone())
+                .collect(),
+        );
+        let snapshot = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || Snapshot::build(config, &store))
+                .await
+                .map_err(|e| PluginError::Runtime(format!("loading plugins: {e}")))??
+        };
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
+        let reloader = Arc::new(Reloader::new(config_path, state.clone(), store));
         let (shutdown, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
+        if let Some(interval) = watch_interval {
+            tasks.spawn(crate::reload::watch(
+                reloader.clone(),
+                interval,
+                baseline,
+                shutdown.subscribe(),
+            ));
+        }
         let mut bound = Vec::new();
         for addr in addrs {
             let listener = TcpListener::bind(addr)
@@ -76,7 +114,7 @@ impl Server {
         Ok(Server {
             addrs: bound,
             state,
-            runtime,
+            reloader,
             shutdown,
             tasks,
         })
@@ -92,9 +130,16 @@ impl Server {
         self.state.load_full()
     }
 
-    /// The plugin runtime.
-    pub fn runtime(&self) -> &Arc<PluginRuntime> {
-        &self.runtime
+    /// Re-reads the config file (if weir runs from one) and picks up changed
+    /// plugin files: what SIGHUP does. On error the running configuration
+    /// keeps serving.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        self.reloader.reload(ReloadKind::Config).await
+    }
+
+    /// Snapshots swapped in by reloads so far.
+    pub fn reloads(&self) -> u64 {
+        self.reloader.reloads()
     }
 
     /// Stops accepting, asks open connections to finish their current
@@ -105,6 +150,22 @@ impl Server {
             while self.tasks.join_next().await.is_some() {}
         })
         .await;
+    }
+}
+
+/// The plugin runtime for `config`, with the compiled-code cache when one
+/// can be set up (weir runs without it, and says so, when it cannot).
+pub fn runtime_for(config: &Config) -> Result<Arc<PluginRuntime>, PluginError> {
+    let limits = PluginLimits::from_config(&config.plugins);
+    let Some(dir) = config.cache_dir() else {
+        return PluginRuntime::new(limits);
+    };
+    match PluginRuntime::with_cache(limits, Some(&dir)) {
+        Ok(runtime) => Ok(runtime),
+        Err(error) => {
+            tracing::warn!("running without a compiled-code cache: {error}");
+            PluginRuntime::new(limits)
+        }
     }
 }
 

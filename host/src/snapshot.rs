@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
-use crate::plugin::{BalancerPool, LoadedPlugin, PluginRuntime};
+use crate::plugin::{BalancerPool, LoadedPlugin, PluginStore};
 use crate::router::Router;
 use crate::upstream::{PluginBalancer, Upstream};
 
@@ -18,10 +18,13 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds upstreams and routes from `config`, loading every plugin it
-    /// names from the plugin directory (each file compiled once) and
-    /// initialising it with its upstream's settings. A plugin that cannot be
-    /// loaded fails the whole build, with the config line that named it.
-    pub fn build(config: Config, runtime: &PluginRuntime) -> Result<Snapshot, ConfigError> {
+    /// names from the plugin directory through `store` (each file compiled
+    /// once) and initialising it with its upstream's settings.
+    ///
+    /// A plugin file that does not load or initialise is replaced by its last
+    /// good version when there is one (the store logs the rejection); without
+    /// one it fails the whole build, with the config line that named it.
+    pub fn build(config: Config, store: &PluginStore) -> Result<Snapshot, ConfigError> {
         let plugin_dir = config.plugin_dir();
         let mut loaded: HashMap<String, Arc<LoadedPlugin>> = HashMap::new();
         let mut upstreams = BTreeMap::new();
@@ -36,13 +39,25 @@ impl Snapshot {
                     let plugin = match loaded.get(plugin_name) {
                         Some(plugin) => plugin.clone(),
                         None => {
-                            let plugin = runtime.load(&plugin_dir, plugin_name).map_err(at)?;
+                            let plugin = store.load(&plugin_dir, plugin_name).map_err(at)?;
                             loaded.insert(plugin_name.clone(), plugin.clone());
                             plugin
                         }
                     };
-                    let pool =
-                        BalancerPool::new(plugin, name, balancer.settings_json()).map_err(at)?;
+                    let settings = balancer.settings_json();
+                    let pool = match BalancerPool::new(plugin.clone(), name, settings.clone()) {
+                        Ok(pool) => {
+                            store.accept(&plugin);
+                            pool
+                        }
+                        Err(error) => match store.reject(&plugin, &error) {
+                            Some(good) if !Arc::ptr_eq(&good, &plugin) => {
+                                loaded.insert(plugin_name.clone(), good.clone());
+                                BalancerPool::new(good, name, settings).map_err(at)?
+                            }
+                            _ => return Err(at(error)),
+                        },
+                    };
                     Some(PluginBalancer {
                         pool,
                         on_failure: balancer.on_failure,
@@ -67,14 +82,16 @@ impl Snapshot {
                 })
                 .collect(),
         );
-        for plugin in loaded.values() {
-            tracing::info!(plugin = plugin.name(), path = %plugin.path().display(), "plugin loaded");
-        }
         Ok(Snapshot {
             config: Arc::new(config),
             router,
             upstreams,
         })
+    }
+
+    /// The plugin files this snapshot's config names, for the watcher.
+    pub fn plugin_files(&self) -> Vec<std::path::PathBuf> {
+        plugin_files(&self.config)
     }
 
     /// The configuration this snapshot was built from.
@@ -96,4 +113,18 @@ impl Snapshot {
     pub fn upstreams(&self) -> impl Iterator<Item = (&String, &Arc<Upstream>)> {
         self.upstreams.iter()
     }
+}
+
+/// The plugin files `config` names, sorted, each once.
+pub fn plugin_files(config: &Config) -> Vec<std::path::PathBuf> {
+    let dir = config.plugin_dir();
+    let mut files: Vec<_> = config
+        .upstreams
+        .values()
+        .filter_map(|u| u.balancer.as_ref())
+        .map(|b| dir.join(format!("{}.wasm", b.plugin.get_ref())))
+        .collect();
+    files.sort();
+    files.dedup();
+    files
 }

@@ -143,9 +143,14 @@ pub async fn dead_addr() -> SocketAddr {
 /// TOML lines (keys of `[upstreams.web]`, or a `[upstreams.web.balancer]`
 /// table) placed before the backends, and `plugins_extra` lines in
 /// `[plugins]`.
+///
+/// Plugin calls get 100 ms, not the default 5 ms: the deadline is wall-clock
+/// time, and on a loaded 2-core test machine a thread can be descheduled for
+/// longer than 5 ms, which would turn a test's exact counts into fallback
+/// noise. Hostile plugins hit it all the same.
 pub fn config_text(backends: &[SocketAddr], upstream_extra: &str, plugins_extra: &str) -> String {
     let mut text = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins]\ndir = {:?}\nmax_instances = 64\n{plugins_extra}\n\n\
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins]\ndir = {:?}\nmax_instances = 64\ntimeout_ms = 100\n{plugins_extra}\n\n\
          [[routes]]\nupstream = \"web\"\n\n[upstreams.web]\n{upstream_extra}\n",
         plugin_dir().display().to_string()
     );
@@ -170,11 +175,22 @@ impl TestProxy {
     }
 
     pub async fn try_start(config_text: &str) -> Result<TestProxy, weir::StartError> {
+        init_logging();
         let config = weir::Config::parse(std::path::Path::new("test.toml"), config_text)?;
         let server = weir::Server::start(config).await?;
         let url = format!("http://{}", server.local_addrs()[0]);
         Ok(TestProxy { server, url })
     }
+}
+
+/// weir's log in the test's captured output (shown when a test fails),
+/// filtered by `WEIR_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = std::env::var("WEIR_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
 }
 
 /// An HTTP/1.1 keep-alive client.

@@ -19,6 +19,7 @@ mod bindings;
 mod guard;
 mod host;
 mod pool;
+mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,12 +30,21 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use host::RequestView;
 pub use pool::{BalancerPool, CallError};
+pub use store::PluginStore;
 
 use bindings::{BalancerBindings, BalancerPre};
 use host::HostState;
 
 /// How often the epoch advances; plugin deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The shortest deadline for instantiating a plugin and running its `init`.
+const MIN_INIT_TIMEOUT: Duration = Duration::from_millis(100);
+
+fn ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_micros().max(1);
+    (timeout.as_micros().div_ceil(tick) as u64).max(1) + 1
+}
 
 /// A plugin that could not be loaded or initialised.
 #[derive(Debug, thiserror::Error)]
@@ -100,8 +110,20 @@ impl PluginLimits {
     /// The deadline of one call in epoch ticks, rounded up, plus one for the
     /// tick already under way.
     fn deadline_ticks(&self) -> u64 {
-        let tick = EPOCH_TICK.as_micros().max(1);
-        (self.timeout.as_micros().div_ceil(tick) as u64).max(1) + 1
+        ticks(self.timeout)
+    }
+
+    /// The deadline for making an instance and running its `init`: a
+    /// one-off per instance, which may touch fresh memory and parse
+    /// settings, so it gets twenty times the call timeout, and at least
+    /// [`MIN_INIT_TIMEOUT`].
+    fn init_deadline_ticks(&self) -> u64 {
+        ticks(self.init_timeout())
+    }
+
+    /// Longest instantiation plus `init` may run.
+    pub fn init_timeout(&self) -> Duration {
+        (self.timeout * 20).max(MIN_INIT_TIMEOUT)
     }
 }
 
@@ -116,6 +138,16 @@ impl PluginRuntime {
     /// Builds the engine and linker and starts the epoch ticker thread, which
     /// stops when the runtime's engine is dropped.
     pub fn new(limits: PluginLimits) -> Result<Arc<Self>, PluginError> {
+        Self::with_cache(limits, None)
+    }
+
+    /// Like [`PluginRuntime::new`], keeping compiled code in `cache_dir`
+    /// (absolute) so a component already compiled once, by this or an
+    /// earlier process, loads without compiling.
+    pub fn with_cache(
+        limits: PluginLimits,
+        cache_dir: Option<&Path>,
+    ) -> Result<Arc<Self>, PluginError> {
         let runtime_err = |e: wasmtime::Error| PluginError::Runtime(format!("{e:#}"));
         guard::install_panic_hook();
         let mut pool = PoolingAllocationConfig::default();
@@ -131,6 +163,14 @@ impl PluginRuntime {
             .wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if let Some(dir) = cache_dir {
+            let mut cache = wasmtime::CacheConfig::new();
+            cache.with_directory(dir);
+            let cache = wasmtime::Cache::new(cache).map_err(|e| {
+                PluginError::Runtime(format!("compiled-code cache in {}: {e:#}", dir.display()))
+            })?;
+            config.cache(Some(cache));
+        }
         let engine = Engine::new(&config).map_err(runtime_err)?;
 
         let mut linker = Linker::<HostState>::new(&engine);
@@ -210,6 +250,7 @@ impl PluginRuntime {
         Ok(Arc::new(LoadedPlugin {
             name: name.into(),
             path: path.to_path_buf(),
+            digest: digest(bytes),
             pre,
             engine: self.engine.clone(),
             limits: self.limits,
@@ -222,6 +263,7 @@ impl PluginRuntime {
 pub struct LoadedPlugin {
     name: Arc<str>,
     path: PathBuf,
+    digest: u64,
     pre: BalancerPre<HostState>,
     engine: Engine,
     limits: PluginLimits,
@@ -237,6 +279,20 @@ impl LoadedPlugin {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The content digest of the file this version was compiled from.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+}
+
+/// The content digest weir identifies plugin versions by (in logs, and to
+/// skip reloading a file whose bytes did not change).
+pub fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -244,6 +300,7 @@ impl std::fmt::Debug for LoadedPlugin {
         f.debug_struct("LoadedPlugin")
             .field("name", &self.name)
             .field("path", &self.path)
+            .field("digest", &format_args!("{:016x}", self.digest))
             .finish_non_exhaustive()
     }
 }

@@ -180,16 +180,16 @@ impl BalancerPool {
         let mut store = Store::new(&self.plugin.engine, state);
         store.limiter(|state| state.limiter());
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(limits.deadline_ticks());
+        store.set_epoch_deadline(limits.init_deadline_ticks());
         let bindings = contain(|| self.plugin.pre.instantiate(&mut store))
-            .map_err(|e| describe(&e, limits.timeout))?;
-        store.set_epoch_deadline(limits.deadline_ticks());
+            .map_err(|e| describe(&e, limits.init_timeout()))?;
+        store.set_epoch_deadline(limits.init_deadline_ticks());
         contain(|| {
             bindings
                 .weir_plugin_policy()
                 .call_init(&mut store, &self.settings)
         })
-        .map_err(|e| describe(&e, limits.timeout))?
+        .map_err(|e| describe(&e, limits.init_timeout()))?
         .map_err(|message| format!("plugin refused its settings: {message}"))?;
         Ok(Instance {
             store,

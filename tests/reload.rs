@@ -1,0 +1,343 @@
+//! Reloading under load: plugin files swapped and broken, the config file
+//! rewritten, and restarts that find their plugins already compiled.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("weir-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn plugin_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(plugin_dir().join(format!("{name}.wasm"))).unwrap()
+}
+
+/// Steady load from `tasks` concurrent clients until stopped; counts
+/// answers by status and body.
+struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<tokio::task::JoinHandle<Vec<(u16, String)>>>,
+}
+
+impl Load {
+    fn start(url: &str, tasks: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = client();
+        let handles = (0..tasks)
+            .map(|_| {
+                let (stop, client, url) = (stop.clone(), client.clone(), url.to_string());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    // Bounded: stops when told, or after 200,000 requests.
+                    while !stop.load(Ordering::Relaxed) && seen.len() < 200_000 {
+                        let (status, body) = get(&client, &url).await;
+                        seen.push((status.as_u16(), body.trim().to_string()));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, handles }
+    }
+
+    async fn finish(self) -> Vec<(u16, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for handle in self.handles {
+            all.extend(handle.await.unwrap());
+        }
+        all
+    }
+}
+
+fn plugin_digest(proxy: &TestProxy) -> u64 {
+    let snapshot = proxy.server.snapshot();
+    let upstream = snapshot.upstream("web").unwrap();
+    upstream.balancer().unwrap().pool.plugin().digest()
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// weir over two backends with plugin `policy`, loaded from a private
+/// plugin dir holding `initial` as policy.wasm, watched every 20 ms.
+async fn start_with_policy(initial: &str) -> (TempDir, TestProxy, [TestBackend; 2]) {
+    let dir = TempDir::new("plugins");
+    std::fs::write(dir.0.join("policy.wasm"), plugin_bytes(initial)).unwrap();
+    let backends = [
+        TestBackend::start("backend-1", Behaviour::Name).await,
+        TestBackend::start("backend-2", Behaviour::Name).await,
+    ];
+    let text = config_text(
+        &[backends[0].addr, backends[1].addr],
+        "[upstreams.web.balancer]\nplugin = \"policy\"\n",
+        "watch_interval_ms = 20\n",
+    )
+    .replace(
+        &format!("dir = {:?}", plugin_dir().display().to_string()),
+        &format!("dir = {:?}", dir.0.display().to_string()),
+    );
+    let proxy = TestProxy::start(&text).await;
+    (dir, proxy, backends)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_hundred_plugin_swaps_under_load_lose_no_request() {
+    let (dir, proxy, _backends) = start_with_policy("choose-first").await;
+    let versions = [plugin_bytes("choose-first"), plugin_bytes("round-robin")];
+    let load = Load::start(&proxy.url, 4);
+
+    // Odd swaps install round-robin, even ones choose-first; the 100th is
+    // choose-first.
+    for i in 1..=100 {
+        let bytes = &versions[i % 2];
+        // A plain write, not write-and-rename: the watcher must not load a
+        // half-written file.
+        std::fs::write(dir.0.join("policy.wasm"), bytes).unwrap();
+        let want = weir::plugin::digest(bytes);
+        wait_for(&format!("swap {i}"), || plugin_digest(&proxy) == want).await;
+    }
+    let seen = load.finish().await;
+
+    let failed: Vec<_> = seen.iter().filter(|(status, _)| *status != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        seen.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(seen.len() > 100, "too little load: {}", seen.len());
+    assert!(
+        proxy.server.reloads() >= 100,
+        "{} reloads",
+        proxy.server.reloads()
+    );
+
+    // The last swap installed choose-first: everything goes to backend-1.
+    let after = spread(&proxy.url, 60, 3).await;
+    assert_eq!(
+        after.get(&(200, "backend-1".to_string())),
+        Some(&60),
+        "{after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_or_deleted_plugin_files_keep_the_last_good_version() {
+    let (dir, proxy, _backends) = start_with_policy("choose-first").await;
+    let good = plugin_digest(&proxy);
+    let file = dir.0.join("policy.wasm");
+    let load = Load::start(&proxy.url, 2);
+
+    let broken: [(&str, Vec<u8>); 5] = [
+        (
+            "random bytes",
+            (0..4096u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+        ),
+        ("an empty file", Vec::new()),
+        ("a component of another world", plugin_bytes("wrong-world")),
+        ("a plugin whose init fails", plugin_bytes("bad-init")),
+        (
+            "a truncated component",
+            plugin_bytes("round-robin")[..1000].to_vec(),
+        ),
+    ];
+    for (what, bytes) in &broken {
+        let reloads = proxy.server.reloads();
+        std::fs::write(&file, bytes).unwrap();
+        wait_for(&format!("the reload after writing {what}"), || {
+            proxy.server.reloads() > reloads
+        })
+        .await;
+        assert_eq!(
+            plugin_digest(&proxy),
+            good,
+            "{what} replaced the good version"
+        );
+    }
+    let reloads = proxy.server.reloads();
+    std::fs::remove_file(&file).unwrap();
+    wait_for("the reload after deleting the file", || {
+        proxy.server.reloads() > reloads
+    })
+    .await;
+    assert_eq!(plugin_digest(&proxy), good);
+
+    let seen = load.finish().await;
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|s| *s == (200, "backend-1".to_string())),
+        "{:?}",
+        seen.iter().find(|s| **s != (200, "backend-1".to_string()))
+    );
+
+    // A good file brought back is picked up again.
+    let round_robin = plugin_bytes("round-robin");
+    std::fs::write(&file, &round_robin).unwrap();
+    let want = weir::plugin::digest(&round_robin);
+    wait_for("round-robin to load", || plugin_digest(&proxy) == want).await;
+}
+
+fn two_backend_config(plugins: &Path, a: std::net::SocketAddr, b: std::net::SocketAddr) -> String {
+    format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins]\ndir = {:?}\nmax_instances = 64\nwatch_interval_ms = 20\n\n\
+         [[routes]]\nupstream = \"web\"\n\n[upstreams.web.balancer]\nplugin = \"round-robin\"\n\n\
+         [[upstreams.web.backends]]\nname = \"{a}\"\naddress = \"{a}\"\n\
+         [[upstreams.web.backends]]\nname = \"{b}\"\naddress = \"{b}\"\n",
+        plugins.display().to_string()
+    )
+}
+
+async fn start_from_file(text: &str) -> (TempDir, PathBuf, TestProxy) {
+    let dir = TempDir::new("config");
+    let path = dir.0.join("weir.toml");
+    std::fs::write(&path, text).unwrap();
+    init_logging();
+    let config = weir::Config::load(&path).unwrap();
+    let server = weir::Server::start(config).await.unwrap();
+    let url = format!("http://{}", server.local_addrs()[0]);
+    (dir, path, TestProxy { server, url })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reload_adds_and_removes_backends_under_load() {
+    let b1 = TestBackend::start("backend-1", Behaviour::Name).await;
+    let b2 = TestBackend::start("backend-2", Behaviour::Name).await;
+    let b3 = TestBackend::start("backend-3", Behaviour::Name).await;
+    let (_dir, path, proxy) =
+        start_from_file(&two_backend_config(&plugin_dir(), b1.addr, b2.addr)).await;
+    let load = Load::start(&proxy.url, 4);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Replace backend-1 with backend-3, the way an operator edits the file.
+    std::fs::write(&path, two_backend_config(&plugin_dir(), b3.addr, b2.addr)).unwrap();
+    wait_for("the config reload", || proxy.server.reloads() >= 1).await;
+    let b1_at_reload = b1.requests();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = load.finish().await;
+
+    let failed = seen.iter().filter(|(s, _)| *s != 200).count();
+    assert_eq!(failed, 0, "{failed} of {} requests failed", seen.len());
+    assert!(b3.requests() > 0, "the added backend got no traffic");
+    // Requests already sent to backend-1 when the snapshot swapped may finish
+    // there; no new ones arrive.
+    assert!(
+        b1.requests() <= b1_at_reload + 4,
+        "{} then {}",
+        b1_at_reload,
+        b1.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_is_rejected_and_the_running_one_keeps_serving() {
+    let b1 = TestBackend::start("backend-1", Behaviour::Name).await;
+    let b2 = TestBackend::start("backend-2", Behaviour::Name).await;
+    let text = two_backend_config(&plugin_dir(), b1.addr, b2.addr);
+    let (_dir, path, proxy) = start_from_file(&text).await;
+    let broken = text.replace("upstream = \"web\"", "upstream = \"nope\"");
+    let line = broken.lines().position(|l| l.contains("\"nope\"")).unwrap() + 1;
+    std::fs::write(&path, &broken).unwrap();
+
+    let err = proxy.server.reload().await.unwrap_err().to_string();
+    assert!(err.contains(&format!("weir.toml:{line}:")), "{err}");
+    assert!(err.contains("\"nope\", which is not defined"), "{err}");
+    let counts = spread(&proxy.url, 20, 2).await;
+    assert_eq!(counts.values().sum::<usize>(), 20);
+    assert!(counts.keys().all(|(s, _)| *s == 200), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_with_unchanged_plugins_loads_from_the_compiled_cache() {
+    let cache = TempDir::new("cache");
+    let backend = TestBackend::start("backend-1", Behaviour::Name).await;
+    let text = config_text(
+        &[backend.addr],
+        "[upstreams.web.balancer]\nplugin = \"round-robin\"\n",
+        &format!("cache_dir = {:?}\n", cache.0.display().to_string()),
+    );
+    let files = |dir: &Path| -> usize {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir).map_or(0, |entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        // Compiled entries only: wasmtime also keeps `.stats`
+                        // files (usage counts, touched on hits too) and
+                        // `wip-*` files while writing.
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if e.path().is_dir() {
+                            count(&e.path())
+                        } else {
+                            usize::from(!name.ends_with(".stats") && !name.starts_with("wip-"))
+                        }
+                    })
+                    .sum()
+            })
+        }
+        count(dir)
+    };
+
+    let started = Instant::now();
+    let first = TestProxy::start(&text).await;
+    let cold = started.elapsed();
+    drop(first);
+    // wasmtime writes cache entries from a background worker.
+    wait_for("the compiled-code cache to be written", || {
+        files(&cache.0) > 0
+    })
+    .await;
+    // Let the writer finish: the count must hold still for half a second.
+    let mut entries = files(&cache.0);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = files(&cache.0);
+        if now == entries {
+            break;
+        }
+        entries = now;
+    }
+
+    let started = Instant::now();
+    let second = TestProxy::start(&text).await;
+    let warm = started.elapsed();
+    let (status, body) = get(&client(), &second.url).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "backend-1\n"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        files(&cache.0),
+        entries,
+        "the restart compiled again instead of using the cache"
+    );
+    eprintln!("start with a cold compiled-code cache: {cold:?}; warm: {warm:?}");
+}
