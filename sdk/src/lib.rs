@@ -85,6 +85,7 @@ pub mod export;
 mod load;
 pub mod log;
 mod request;
+pub mod rng;
 
 pub use backend::{Backend, BackendId, Backends, Health};
 pub use load::{BackendLoad, backend_load};

@@ -1,0 +1,391 @@
+//! The balancing policies of `plugins/` end to end: real weir, real backends,
+//! the compiled plugins, and traffic whose spread each policy must explain.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use support::*;
+use tokio::net::TcpListener;
+
+/// A backend answering `200` with body `NAME\n` after `delay`: a slow
+/// server for the load-aware policies (support's `TestBackend` answers at
+/// once).
+struct DelayedBackend {
+    name: String,
+    addr: SocketAddr,
+    requests: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DelayedBackend {
+    async fn start(name: &str, delay: Duration) -> DelayedBackend {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicU64::new(0));
+        let (counter, label) = (requests.clone(), name.to_string());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (counter, label) = (counter.clone(), label.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req: Request<Incoming>| {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        let body = Bytes::from(format!("{label}\n"));
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, Infallible>(Response::new(Full::new(body)))
+                        }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        DelayedBackend {
+            name: name.to_string(),
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for DelayedBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A weir config like `support::config_text`, with explicit backend names
+/// and weights: `backends` as `(name, address, weight)`, and the
+/// `[upstreams.web.balancer]` table for `plugin` with inline `settings`.
+///
+/// The per-call plugin deadline is raised from 5 ms to 100 ms: it is wall
+/// time, and on a busy 2-core machine a thread preempted mid-call overruns
+/// 5 ms whatever the plugin (even weighted round robin did). An overrun
+/// routes that request with weir's round robin, which would blur what these
+/// tests measure; the deadline itself is `tests/sandbox.rs`'s business.
+fn config(backends: &[(&str, SocketAddr, u32)], plugin: &str, settings: &str) -> String {
+    let mut text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins]\ndir = {:?}\nmax_instances = 64\ntimeout_ms = 100\n\n\
+         [[routes]]\nupstream = \"web\"\n\n[upstreams.web]\n\n\
+         [upstreams.web.balancer]\nplugin = \"{plugin}\"\nsettings = {settings}\n\n",
+        plugin_dir().display().to_string()
+    );
+    for (name, addr, weight) in backends {
+        text.push_str(&format!(
+            "[[upstreams.web.backends]]\nname = \"{name}\"\naddress = \"{addr}\"\nweight = {weight}\n"
+        ));
+    }
+    text
+}
+
+/// Checks that every request was chosen by the plugin: no trap, no overrun,
+/// no bad answer, so no fallback to weir's own round robin.
+fn assert_plugin_chose_every_request(proxy: &TestProxy, requests: u64) {
+    let upstream = proxy.server.snapshot().upstream("web").unwrap().clone();
+    let pool = &upstream.balancer().unwrap().pool;
+    assert_eq!(pool.failures(), 0, "plugin calls failed");
+    assert_eq!(pool.calls(), requests);
+}
+
+/// How many answers came from backend `name` (all must be `200`).
+fn count(counts: &BTreeMap<(u16, String), usize>, name: &str) -> usize {
+    assert!(
+        counts.keys().all(|(status, _)| *status == 200),
+        "{counts:?}"
+    );
+    counts.get(&(200, name.to_string())).copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_follows_weights_1_2_3() {
+    let backends = [
+        TestBackend::start("backend-1", Behaviour::Name).await,
+        TestBackend::start("backend-2", Behaviour::Name).await,
+        TestBackend::start("backend-3", Behaviour::Name).await,
+    ];
+    let list: Vec<_> = (0..3)
+        .map(|i| (backends[i].name.as_str(), backends[i].addr, i as u32 + 1))
+        .collect();
+    let proxy = TestProxy::start(&config(&list, "weighted-round-robin", "{}")).await;
+
+    let total = 6_000;
+    let counts = spread(&proxy.url, total, 6).await;
+
+    eprintln!("weighted-round-robin 1:2:3 over {total}: {counts:?}");
+    for (i, backend) in backends.iter().enumerate() {
+        let share = count(&counts, &backend.name) as f64 / total as f64;
+        let want = (i + 1) as f64 / 6.0;
+        assert!(
+            (share - want).abs() <= 0.03,
+            "{} got {share:.3}, want {want:.3}: {counts:?}",
+            backend.name
+        );
+    }
+    assert_plugin_chose_every_request(&proxy, total as u64);
+}
+
+/// Two quick backends and one answering 50 ms late, under 8 concurrent
+/// clients; returns how many of `total` requests the slow one served.
+async fn slow_backend_share(plugin: &str, settings: &str, total: usize) -> usize {
+    let fast = [
+        TestBackend::start("fast-1", Behaviour::Name).await,
+        TestBackend::start("fast-2", Behaviour::Name).await,
+    ];
+    let slow = DelayedBackend::start("slow", Duration::from_millis(50)).await;
+    let list = [
+        (fast[0].name.as_str(), fast[0].addr, 1),
+        (slow.name.as_str(), slow.addr, 1),
+        (fast[1].name.as_str(), fast[1].addr, 1),
+    ];
+    let proxy = TestProxy::start(&config(&list, plugin, settings)).await;
+
+    let counts = spread(&proxy.url, total, 8).await;
+
+    eprintln!("{plugin} with one slow backend over {total}: {counts:?}");
+    let served = count(&counts, "slow");
+    assert_eq!(slow.requests(), served as u64);
+    assert_eq!(
+        served + count(&counts, "fast-1") + count(&counts, "fast-2"),
+        total
+    );
+    assert_plugin_chose_every_request(&proxy, total as u64);
+    served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_sends_little_to_a_slow_backend() {
+    let total = 600;
+    let slow = slow_backend_share("least-connections", "{}", total).await;
+    // Round robin would send it 200.
+    assert!(slow * 5 < total, "slow backend served {slow} of {total}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_ewma_sends_little_to_a_slow_backend() {
+    let total = 600;
+    let settings = "{ default_latency_us = 1000 }";
+    let slow = slow_backend_share("p2c-ewma", settings, total).await;
+    assert!(slow * 5 < total, "slow backend served {slow} of {total}");
+}
+
+/// Sends one GET per key `user-0` .. `user-{keys - 1}` in header
+/// `x-user-id`, from 8 tasks; returns the backend that answered each.
+async fn backends_by_key(url: &str, keys: usize) -> Vec<String> {
+    let client = client();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..8 {
+        let (client, url) = (client.clone(), url.to_string());
+        tasks.spawn(async move {
+            let mut seen = Vec::new();
+            for key in (task..keys).step_by(8) {
+                let request = Request::get(url.as_str())
+                    .header("x-user-id", format!("user-{key}"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response =
+                    tokio::time::timeout(Duration::from_secs(10), client.request(request))
+                        .await
+                        .expect("request timed out")
+                        .expect("request failed");
+                assert_eq!(response.status(), 200);
+                let body = http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                seen.push((key, String::from_utf8_lossy(&body).trim().to_string()));
+            }
+            seen
+        });
+    }
+    let mut by_key = vec![String::new(); keys];
+    while let Some(seen) = tasks.join_next().await {
+        for (key, backend) in seen.unwrap() {
+            by_key[key] = backend;
+        }
+    }
+    by_key
+}
+
+/// How many keys map to a different backend in `after` than in `before`.
+fn moved(before: &[String], after: &[String]) -> usize {
+    assert_eq!(before.len(), after.len());
+    before.iter().zip(after).filter(|(b, a)| b != a).count()
+}
+
+const BY_USER: &str = r#"{ key = "header:x-user-id" }"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_keeps_keys_across_runs_restarts_and_a_removal() {
+    let backends = [
+        TestBackend::start("backend-1", Behaviour::Name).await,
+        TestBackend::start("backend-2", Behaviour::Name).await,
+        TestBackend::start("backend-3", Behaviour::Name).await,
+        TestBackend::start("backend-4", Behaviour::Name).await,
+        TestBackend::start("backend-5", Behaviour::Name).await,
+    ];
+    let five: Vec<_> = backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.addr, 1))
+        .collect();
+    let text = config(&five, "consistent-hash", BY_USER);
+    let keys = 1_000;
+
+    let proxy = TestProxy::start(&text).await;
+    let first = backends_by_key(&proxy.url, keys).await;
+    let again = backends_by_key(&proxy.url, keys).await;
+    assert_plugin_chose_every_request(&proxy, 2 * keys as u64);
+    assert_eq!(moved(&first, &again), 0, "a repeated run moved keys");
+    proxy.server.shutdown(Duration::from_secs(1)).await;
+
+    let restarted = TestProxy::start(&text).await;
+    let after_restart = backends_by_key(&restarted.url, keys).await;
+    assert_plugin_chose_every_request(&restarted, keys as u64);
+    assert_eq!(moved(&first, &after_restart), 0, "a restart moved keys");
+
+    let mut spread = BTreeMap::new();
+    for backend in &first {
+        *spread.entry(backend.as_str()).or_insert(0) += 1;
+    }
+    eprintln!("consistent-hash, {keys} keys over 5 backends: {spread:?}");
+    assert_eq!(spread.len(), 5, "{spread:?}");
+    assert!(
+        spread.values().all(|&n| (130..=270).contains(&n)),
+        "{spread:?}"
+    );
+
+    // The same backends less backend-3, at the same names: ids shift, the
+    // table (built on names) must not.
+    let four: Vec<_> = five
+        .iter()
+        .copied()
+        .filter(|(name, _, _)| *name != "backend-3")
+        .collect();
+    let smaller = TestProxy::start(&config(&four, "consistent-hash", BY_USER)).await;
+    let after_removal = backends_by_key(&smaller.url, keys).await;
+    assert_plugin_chose_every_request(&smaller, keys as u64);
+    let moved = moved(&first, &after_removal);
+    let forced = first.iter().filter(|&b| b == "backend-3").count();
+    eprintln!(
+        "consistent-hash, removing backend-3: {moved} of {keys} keys moved, {forced} of them had to"
+    );
+    assert!(after_removal.iter().all(|b| b != "backend-3"));
+    assert!(
+        moved as f64 / keys as f64 <= 1.4 / 5.0,
+        "{moved} of {keys} keys moved"
+    );
+    assert!(moved >= forced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_sticks_to_client_ip_and_spreads_keyless_requests() {
+    let backends = [
+        TestBackend::start("backend-1", Behaviour::Name).await,
+        TestBackend::start("backend-2", Behaviour::Name).await,
+        TestBackend::start("backend-3", Behaviour::Name).await,
+    ];
+    let list: Vec<_> = backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.addr, 1))
+        .collect();
+
+    // Every request comes from 127.0.0.1, whatever its port: one backend.
+    let by_ip = TestProxy::start(&config(&list, "consistent-hash", "{}")).await;
+    let counts = spread(&by_ip.url, 120, 4).await;
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 120);
+
+    // No x-user-id header: round robin over all three.
+    let by_user = TestProxy::start(&config(&list, "consistent-hash", BY_USER)).await;
+    let counts = spread(&by_user.url, 300, 3).await;
+    for backend in &backends {
+        let n = count(&counts, &backend.name);
+        assert!((60..=140).contains(&n), "{counts:?}");
+    }
+    assert_plugin_chose_every_request(&by_user, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_reaches_every_backend_and_weighted_random_follows_weights() {
+    let backends = [
+        TestBackend::start("backend-1", Behaviour::Name).await,
+        TestBackend::start("backend-2", Behaviour::Name).await,
+        TestBackend::start("backend-3", Behaviour::Name).await,
+    ];
+    let uniform: Vec<_> = backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.addr, 1))
+        .collect();
+    let proxy = TestProxy::start(&config(&uniform, "random", "{}")).await;
+    let total = 1_500;
+    let counts = spread(&proxy.url, total, 5).await;
+    eprintln!("random over {total}: {counts:?}");
+    for backend in &backends {
+        let share = count(&counts, &backend.name) as f64 / total as f64;
+        assert!((0.25..=0.42).contains(&share), "{counts:?}");
+    }
+    assert_plugin_chose_every_request(&proxy, total as u64);
+
+    // Weights 1:1:4 with `weighted`: backend-3 should get about 2/3.
+    let weighted: Vec<_> = uniform
+        .iter()
+        .zip([1, 1, 4])
+        .map(|(&(name, addr, _), weight)| (name, addr, weight))
+        .collect();
+    let proxy = TestProxy::start(&config(&weighted, "random", "{ weighted = true }")).await;
+    let counts = spread(&proxy.url, total, 5).await;
+    eprintln!("weighted random 1:1:4 over {total}: {counts:?}");
+    let heavy = count(&counts, "backend-3") as f64 / total as f64;
+    assert!((0.58..=0.75).contains(&heavy), "{counts:?}");
+    assert!(count(&counts, "backend-1") > 100 && count(&counts, "backend-2") > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_stop_weir_from_starting() {
+    let backend = TestBackend::start("backend-1", Behaviour::Name).await;
+    let list = [(backend.name.as_str(), backend.addr, 1)];
+    for (plugin, settings, want) in [
+        (
+            "consistent-hash",
+            "{ table_size = 65536 }",
+            "must be a prime",
+        ),
+        ("consistent-hash", r#"{ key = "query:id" }"#, "unknown key"),
+        ("random", r#"{ weighted = "yes" }"#, "invalid type"),
+        ("p2c-ewma", "{ default_latency_us = 0 }", "at least 1"),
+        (
+            "least-connections",
+            "{ weights = 1 }",
+            "unknown field `weights`",
+        ),
+        (
+            "weighted-round-robin",
+            "{ smooth = false }",
+            "unknown field `smooth`",
+        ),
+    ] {
+        let error = match TestProxy::try_start(&config(&list, plugin, settings)).await {
+            Ok(_) => panic!("{plugin} accepted {settings}"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains(want), "{plugin} {settings}: {error}");
+    }
+}
