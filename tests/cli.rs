@@ -189,19 +189,15 @@ async fn demo_serves_three_backends_in_turn() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_logs_a_failing_plugin_by_name_and_keeps_serving() {
-    let backend = TestBackend::start("backend-1", Behaviour::Name).await;
-    let text = config_text(
-        &[backend.addr],
-        "[upstreams.web.balancer]\nplugin = \"trap\"\n",
-        "",
-    );
-    let (_dir, path) = write_config(&text);
+/// `weir run --config PATH`, its listening address (read from its log),
+/// and its log lines as they come.
+async fn start_weir_run(
+    path: &std::path::Path,
+) -> (Child, String, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let mut child = Child(
         weir()
             .args(["run", "--config"])
-            .arg(&path)
+            .arg(path)
             .env("WEIR_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -218,20 +214,75 @@ async fn run_logs_a_failing_plugin_by_name_and_keeps_serving() {
             }
         }
     });
-    let mut log = Vec::new();
     let addr = loop {
         let line = tokio::time::timeout(Duration::from_secs(30), lines_rx.recv())
             .await
             .expect("weir logged no listening address in time")
             .expect("weir exited before listening");
-        let found = line
+        if let Some(addr) = line
             .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr=").map(str::to_string));
-        log.push(line);
-        if let Some(addr) = found {
+            .find_map(|w| w.strip_prefix("addr=").map(str::to_string))
+        {
             break addr;
         }
     };
+    (child, addr, lines_rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config() {
+    let one = TestBackend::start("backend-1", Behaviour::Name).await;
+    let two = TestBackend::start("backend-2", Behaviour::Name).await;
+    // Watching off: only the signal can make weir see the new file.
+    let text = config_text(&[one.addr], "", "watch = false\n");
+    let (_dir, path) = write_config(&text);
+    let (child, addr, _log) = start_weir_run(&path).await;
+    let url = format!("http://{addr}/");
+    let client = client();
+    assert_eq!(get(&client, &url).await.1, "backend-1\n");
+
+    std::fs::write(
+        &path,
+        text.replace(&one.addr.to_string(), &two.addr.to_string()),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        get(&client, &url).await.1,
+        "backend-1\n",
+        "reloaded without a signal"
+    );
+    let status = Command::new("kill")
+        .args(["-HUP", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(&client, &url).await;
+        assert_eq!(status, 200);
+        if body == "backend-2\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_a_failing_plugin_by_name_and_keeps_serving() {
+    let backend = TestBackend::start("backend-1", Behaviour::Name).await;
+    let text = config_text(
+        &[backend.addr],
+        "[upstreams.web.balancer]\nplugin = \"trap\"\n",
+        "",
+    );
+    let (_dir, path) = write_config(&text);
+    let (_child, addr, mut lines_rx) = start_weir_run(&path).await;
+    let mut log = Vec::new();
     let (status, body) = get(&client(), &format!("http://{addr}/")).await;
     assert_eq!((status.as_u16(), body.as_str()), (200, "backend-1\n"));
     // The plugin's own panic message, through the SDK's hook and the log

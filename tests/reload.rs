@@ -185,6 +185,21 @@ async fn broken_or_deleted_plugin_files_keep_the_last_good_version() {
             "{what} replaced the good version"
         );
     }
+    // 100 MB: refused by size, before it is read.
+    let reloads = proxy.server.reloads();
+    let huge = std::fs::File::create(&file).unwrap();
+    huge.set_len(100 << 20).unwrap();
+    drop(huge);
+    wait_for("the reload after writing 100 MB", || {
+        proxy.server.reloads() > reloads
+    })
+    .await;
+    assert_eq!(
+        plugin_digest(&proxy),
+        good,
+        "a 100 MB file replaced the good version"
+    );
+
     let reloads = proxy.server.reloads();
     std::fs::remove_file(&file).unwrap();
     wait_for("the reload after deleting the file", || {

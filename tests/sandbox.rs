@@ -127,6 +127,17 @@ async fn a_component_of_another_world_is_rejected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_importing_what_weir_does_not_provide_is_rejected() {
+    let err = start_error("bad-import").await;
+    assert!(err.contains("plugin bad-import"), "{err}");
+    assert!(
+        err.contains("imports something weir does not provide"),
+        "{err}"
+    );
+    assert!(err.contains("test:evil/net"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_plugin_is_rejected_with_its_path() {
     let err = start_error("no-such-plugin").await;
     assert!(err.contains("no-such-plugin.wasm"), "{err}");

@@ -46,6 +46,31 @@ fn ticks(timeout: Duration) -> u64 {
     (timeout.as_micros().div_ceil(tick) as u64).max(1) + 1
 }
 
+/// The largest plugin file weir reads. Components from the heaviest
+/// toolchains (a JavaScript engine inside) are around 12 MB; anything past
+/// this is refused before it is read into memory.
+pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
+
+/// Reads a plugin file, refusing one larger than [`MAX_PLUGIN_BYTES`].
+fn read_plugin(name: &str, path: &Path) -> Result<Vec<u8>, PluginError> {
+    let read_error = |source| PluginError::Read {
+        name: name.to_string(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(read_error)?.len();
+    if size > MAX_PLUGIN_BYTES {
+        return Err(PluginError::Invalid {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            reason: format!(
+                "the file is {size} bytes; plugins may be at most {MAX_PLUGIN_BYTES} bytes"
+            ),
+        });
+    }
+    std::fs::read(path).map_err(read_error)
+}
+
 /// A plugin that could not be loaded or initialised.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
@@ -208,11 +233,7 @@ impl PluginRuntime {
     /// Loads plugin `name` from `dir/NAME.wasm`.
     pub fn load(&self, dir: &Path, name: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
         let path = dir.join(format!("{name}.wasm"));
-        let bytes = std::fs::read(&path).map_err(|source| PluginError::Read {
-            name: name.to_string(),
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = read_plugin(name, &path)?;
         self.load_bytes(name, &path, &bytes)
     }
 

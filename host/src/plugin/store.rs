@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::{LoadedPlugin, PluginError, PluginRuntime, digest};
+use super::{LoadedPlugin, PluginError, PluginRuntime, digest, read_plugin};
 
 /// Loads plugins by name, remembering the last good version of each and the
 /// files already rejected, so a broken file is compiled and logged once, not
@@ -49,16 +49,9 @@ impl PluginStore {
     pub fn load(&self, dir: &Path, name: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
         let path = dir.join(format!("{name}.wasm"));
         let last_good = self.last_good(name);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match read_plugin(name, &path) {
             Ok(bytes) => bytes,
-            Err(source) => {
-                let error = PluginError::Read {
-                    name: name.to_string(),
-                    path: path.clone(),
-                    source,
-                };
-                return self.keep_last_good(name, 0, last_good, error);
-            }
+            Err(error) => return self.keep_last_good(name, 0, last_good, error),
         };
         let digest = digest(&bytes);
         if let Some(good) = &last_good
