@@ -100,6 +100,11 @@ impl Reloader {
                         "plugin limits (timeout_ms, memory_mib, max_instances) changed: they take effect at the next restart"
                     );
                 }
+                if running.config().listen_addrs() != snapshot.config().listen_addrs() {
+                    tracing::warn!(
+                        "listener addresses changed: they take effect at the next restart"
+                    );
+                }
                 self.state.store(Arc::new(snapshot));
                 let n = self.reloads.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::info!(?kind, reloads = n, "reloaded");

@@ -59,8 +59,10 @@ impl PluginStore {
         {
             return Ok(good.clone());
         }
-        if last_good.is_some() && self.state().rejected.get(name) == Some(&digest) {
-            return Ok(last_good.expect("checked"));
+        if let Some(good) = &last_good
+            && self.state().rejected.get(name) == Some(&digest)
+        {
+            return Ok(good.clone());
         }
         match self.runtime.load_bytes(name, &path, &bytes) {
             Ok(plugin) => Ok(plugin),
