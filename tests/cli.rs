@@ -117,6 +117,39 @@ fn check_reports_a_plugin_that_fails_with_the_line_naming_it() {
 }
 
 #[test]
+fn the_example_config_checks() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/weir.toml"
+    ))
+    .unwrap();
+    let text = example.replace(
+        "dir = \"../target/plugins\"",
+        &format!("dir = {:?}", plugin_dir().display().to_string()),
+    );
+    assert_ne!(
+        text, example,
+        "the example's plugin dir line changed; update this test"
+    );
+    let (_dir, path) = write_config(&text);
+    let out = weir()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("2 upstream(s), plugins: consistent-hash"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn config_path_falls_back_to_the_environment() {
     let text = config_text(&["127.0.0.1:9".parse().unwrap()], "", "");
     let (_dir, path) = write_config(&text);
