@@ -168,3 +168,48 @@ fn garbage_files_are_rejected_before_compiling() {
         assert!(err.starts_with("plugin x (x.wasm)"), "{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_backends_reach_the_plugin_within_the_default_deadline() {
+    // Copying 10,000 backends into an instance takes milliseconds: more than
+    // a select's 5 ms default on a busy machine. It must not cost the plugin
+    // its decisions.
+    let mut text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[plugins]\ndir = {:?}\nmax_instances = 8\n\
+         [upstreams.web.balancer]\nplugin = \"round-robin\"\n",
+        plugin_dir().display().to_string()
+    );
+    for i in 0..10_000u32 {
+        text.push_str(&format!(
+            "[[upstreams.web.backends]]\naddress = \"127.{}.{}.1:80\"\n",
+            i / 256,
+            i % 256
+        ));
+    }
+    let config = weir::Config::parse(Path::new("big.toml"), &text).unwrap();
+    let runtime = weir::server::runtime_for(&config).unwrap();
+    let store = weir::plugin::PluginStore::new(runtime);
+    let snapshot = weir::snapshot::Snapshot::build(config, &store).unwrap();
+    let upstream = snapshot.upstream("web").unwrap().clone();
+    let mut view = weir::plugin::RequestView {
+        method: http::Method::GET,
+        uri: "/".parse().unwrap(),
+        headers: http::HeaderMap::new(),
+        client: "127.0.0.1:1234".parse().unwrap(),
+    };
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..100 {
+        match upstream.choose(&mut view) {
+            weir::upstream::Choice::Backend(backend, weir::upstream::ChosenBy::Plugin) => {
+                ids.insert(backend.id);
+            }
+            _ => panic!("not chosen by the plugin"),
+        }
+    }
+    assert_eq!(
+        ids.len(),
+        100,
+        "round robin repeated a backend within 100 picks"
+    );
+    assert_eq!(upstream.balancer().unwrap().pool.failures(), 0);
+}

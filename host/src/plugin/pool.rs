@@ -124,10 +124,16 @@ impl BalancerPool {
         let policy = instance.bindings.weir_plugin_policy();
 
         if instance.generation != Some(backends.generation()) {
+            // O(n) in the upstream's size and paid once per instance per
+            // change, off the per-request budget: it gets the init deadline
+            // (10,000 backends take several milliseconds to copy in).
             let list = wit_backends(backends);
-            instance.store.set_epoch_deadline(ticks);
+            let limits = self.plugin.limits;
+            instance
+                .store
+                .set_epoch_deadline(limits.init_deadline_ticks());
             contain(|| policy.call_set_backends(&mut instance.store, &list))
-                .map_err(|e| self.classify(e))?;
+                .map_err(|e| classify(e, limits.init_timeout()))?;
             instance.store.data_mut().backends = Some(backends.clone());
             instance.generation = Some(backends.generation());
         }
@@ -139,7 +145,7 @@ impl BalancerPool {
         if let Some(view) = instance.store.data_mut().request.take() {
             *request = view;
         }
-        let choice = outcome.map_err(|e| self.classify(e))?;
+        let choice = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
         self.checkin(instance);
 
         let Some(id) = choice else { return Ok(None) };
@@ -198,13 +204,6 @@ impl BalancerPool {
         })
     }
 
-    fn classify(&self, error: wasmtime::Error) -> CallError {
-        match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => CallError::Timeout(self.plugin.limits.timeout),
-            _ => CallError::Trap(describe(&error, self.plugin.limits.timeout)),
-        }
-    }
-
     /// Logs a failed call. The first failure and then every power of two is
     /// logged, so a plugin failing on every request cannot flood the log; the
     /// count in each line says how many there were.
@@ -218,6 +217,14 @@ impl BalancerPool {
                 "plugin call failed: {error}"
             );
         }
+    }
+}
+
+/// The call error for a wasmtime error from a call with deadline `timeout`.
+fn classify(error: wasmtime::Error, timeout: std::time::Duration) -> CallError {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout(timeout),
+        _ => CallError::Trap(describe(&error, timeout)),
     }
 }
 
