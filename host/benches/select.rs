@@ -1,0 +1,190 @@
+//! The cost of choosing a backend for one request, with 3, 100 and 10,000
+//! backends:
+//!
+//! - `select/plugin/N`: [`Upstream::choose`] through the `round-robin`
+//!   plugin component (borrow an idle instance, lend it the request, call
+//!   `select` under the epoch deadline, map the id back to a backend);
+//! - `select/native/N`: the same call on an upstream without a balancer,
+//!   answered by weir's native round robin;
+//! - `select/set-change/N`: one plugin `select` right after the backend set
+//!   changed, which first pays the O(N) `set-backends` call. In steady state
+//!   this happens once per instance per backend-set change; criterion's
+//!   warm-up absorbs it in the two benchmarks above.
+//!
+//! Run: `taskset -c 1 cargo bench -p weir --bench select` (after
+//! `cargo xtask plugins`; the plugin directory is `$WEIR_PLUGIN_DIR`, else
+//! `$CARGO_TARGET_DIR/plugins`, else `target/plugins`).
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Method, Uri, header};
+use weir::plugin::{PluginLimits, PluginRuntime, RequestView};
+use weir::snapshot::Snapshot;
+use weir::upstream::{BackendSet, Choice, ChosenBy, Upstream};
+
+/// Backend counts every benchmark is run with.
+const SIZES: [usize; 3] = [3, 100, 10_000];
+
+/// The directory holding `round-robin.wasm`.
+fn plugin_dir() -> PathBuf {
+    let dir = std::env::var_os("WEIR_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+                .join("plugins")
+        });
+    if !dir.join("round-robin.wasm").is_file() {
+        panic!(
+            "no round-robin.wasm in {}: run cargo xtask plugins first",
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A config with one upstream `web` of `n` backends (never connected to),
+/// balanced by the round-robin plugin or, without `plugin`, natively.
+fn config_text(n: usize, plugin: bool) -> String {
+    let mut text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins]\ndir = {:?}\n\n\
+         [upstreams.web]\n\n",
+        plugin_dir().display().to_string()
+    );
+    if plugin {
+        text.push_str("[upstreams.web.balancer]\nplugin = \"round-robin\"\n\n");
+    }
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[upstreams.web.backends]]\naddress = \"127.0.0.1:{}\"\n",
+            10_000 + i
+        ));
+    }
+    text
+}
+
+/// Everything one benchmark needs alive: the plugin runtime, the tokio
+/// runtime the upstream's client was built in, and the upstream.
+struct Fixture {
+    _plugins: Arc<PluginRuntime>,
+    _tokio: tokio::runtime::Runtime,
+    upstream: Arc<Upstream>,
+}
+
+fn fixture(n: usize, plugin: bool) -> Fixture {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let upstream_of = || -> Result<_, Box<dyn std::error::Error>> {
+        let _entered = tokio.enter();
+        let text = config_text(n, plugin);
+        let config = weir::Config::parse(Path::new("bench.toml"), &text)?;
+        let runtime = PluginRuntime::new(PluginLimits::from_config(&config.plugins))?;
+        let snapshot = Snapshot::build(config, &weir::plugin::PluginStore::new(runtime.clone()))?;
+        let upstream = snapshot.upstream("web").expect("upstream web").clone();
+        Ok((runtime, upstream))
+    };
+    let (plugins, upstream) = upstream_of().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(upstream.backends().len(), n);
+    Fixture {
+        _plugins: plugins,
+        _tokio: tokio,
+        upstream,
+    }
+}
+
+/// A typical small GET, built once and lent to every call.
+fn request_view() -> RequestView {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::HOST, HeaderValue::from_static("example.com"));
+    headers.insert(header::USER_AGENT, HeaderValue::from_static("wrk"));
+    headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    RequestView {
+        method: Method::GET,
+        uri: Uri::from_static("/index.html?q=1"),
+        headers,
+        client: SocketAddr::from(([127, 0, 0, 1], 40_000)),
+    }
+}
+
+/// Fails unless `choice` is a backend chosen by `want`, so a benchmark cannot
+/// silently measure another path (the fallback, or a 503).
+fn check(choice: Choice, want: ChosenBy) {
+    match choice {
+        Choice::Backend(_, by) => assert_eq!(by, want, "chosen by {}", by.as_str()),
+        Choice::Unavailable(why) => panic!("no backend: {why}"),
+        Choice::PluginFailed(error) => panic!("plugin call failed: {error}"),
+    }
+}
+
+fn select(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select");
+    group.throughput(Throughput::Elements(1));
+
+    for n in SIZES {
+        let fx = fixture(n, true);
+        let mut view = request_view();
+        // Pays set-backends once, outside any timing.
+        let pool = &fx.upstream.balancer().expect("a plugin balancer").pool;
+        if let Err(error) = pool.select(&fx.upstream.backends(), &mut view) {
+            panic!("plugin select with {n} backends failed: {error}");
+        }
+        check(fx.upstream.choose(&mut view), ChosenBy::Plugin);
+        group.bench_with_input(BenchmarkId::new("plugin", n), &n, |b, _| {
+            b.iter(|| fx.upstream.choose(black_box(&mut view)))
+        });
+        check(fx.upstream.choose(&mut view), ChosenBy::Plugin);
+        let pool = &fx.upstream.balancer().expect("a plugin balancer").pool;
+        assert_eq!(pool.failures(), 0, "a plugin call failed while measured");
+        assert_eq!(view.uri.path(), "/index.html", "the request came back");
+    }
+
+    for n in SIZES {
+        let fx = fixture(n, false);
+        let mut view = request_view();
+        check(fx.upstream.choose(&mut view), ChosenBy::RoundRobin);
+        group.bench_with_input(BenchmarkId::new("native", n), &n, |b, _| {
+            b.iter(|| fx.upstream.choose(black_box(&mut view)))
+        });
+        check(fx.upstream.choose(&mut view), ChosenBy::RoundRobin);
+    }
+
+    for n in SIZES {
+        let fx = fixture(n, true);
+        let mut view = request_view();
+        let pool = &fx.upstream.balancer().expect("a plugin balancer").pool;
+        let current = fx.upstream.backends();
+        // The same backends as a new set (new generation), as a health
+        // change or reload would make: the next select must resend them.
+        let changed = || BackendSet::new(current.iter().cloned().collect());
+        let first = pool.select(&Arc::new(changed()), &mut view);
+        assert!(matches!(first, Ok(Some(_))), "{:?}", first.err());
+        group.bench_with_input(BenchmarkId::new("set-change", n), &n, |b, _| {
+            b.iter_batched_ref(
+                || Arc::new(changed()),
+                |set| pool.select(set, black_box(&mut view)),
+                BatchSize::SmallInput,
+            )
+        });
+        assert_eq!(pool.failures(), 0, "a plugin call failed while measured");
+    }
+
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50);
+    targets = select
+}
+criterion_main!(benches);
