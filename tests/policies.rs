@@ -4,74 +4,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use support::*;
-use tokio::net::TcpListener;
-
-/// A backend answering `200` with body `NAME\n` after `delay`: a slow
-/// server for the load-aware policies (support's `TestBackend` answers at
-/// once).
-struct DelayedBackend {
-    name: String,
-    addr: SocketAddr,
-    requests: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl DelayedBackend {
-    async fn start(name: &str, delay: Duration) -> DelayedBackend {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let requests = Arc::new(AtomicU64::new(0));
-        let (counter, label) = (requests.clone(), name.to_string());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (counter, label) = (counter.clone(), label.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |_req: Request<Incoming>| {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        let body = Bytes::from(format!("{label}\n"));
-                        async move {
-                            tokio::time::sleep(delay).await;
-                            Ok::<_, Infallible>(Response::new(Full::new(body)))
-                        }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        DelayedBackend {
-            name: name.to_string(),
-            addr,
-            requests,
-            task,
-        }
-    }
-
-    fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for DelayedBackend {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 /// A weir config like `support::config_text`, with explicit backend names
 /// and weights: `backends` as `(name, address, weight)`, and the
@@ -150,7 +89,7 @@ async fn slow_backend_share(plugin: &str, settings: &str, total: usize) -> usize
         TestBackend::start("fast-1", Behaviour::Name).await,
         TestBackend::start("fast-2", Behaviour::Name).await,
     ];
-    let slow = DelayedBackend::start("slow", Duration::from_millis(50)).await;
+    let slow = TestBackend::start("slow", Behaviour::Delay(Duration::from_millis(50))).await;
     let list = [
         (fast[0].name.as_str(), fast[0].addr, 1),
         (slow.name.as_str(), slow.addr, 1),

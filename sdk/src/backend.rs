@@ -111,6 +111,21 @@ pub struct Backends {
 }
 
 impl Backends {
+    /// A set built from `(id, health, weight)` rows, each backend at
+    /// `10.0.0.ID:80` and named after that address: a compact way to write
+    /// the backend sets of a policy's native unit tests.
+    pub fn from_table(rows: &[(BackendId, Health, u32)]) -> Backends {
+        Backends::new(
+            rows.iter()
+                .map(|&(id, health, weight)| Backend {
+                    health,
+                    weight,
+                    ..Backend::new(id, format!("10.0.0.{id}:80"))
+                })
+                .collect(),
+        )
+    }
+
     /// Indexes `backends`, kept in the given order.
     pub fn new(backends: Vec<Backend>) -> Self {
         let eligible = backends

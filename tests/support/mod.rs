@@ -53,6 +53,8 @@ pub enum Behaviour {
     Hang,
     /// Answers with this status and body `NAME\n`.
     Status(u16),
+    /// `200` with body `NAME\n`, after this long: a slow server.
+    Delay(std::time::Duration),
 }
 
 /// A real HTTP server on `127.0.0.1:0`.
@@ -110,6 +112,10 @@ async fn answer(name: &str, behaviour: Behaviour, req: Request<Incoming>) -> Res
             let mut r = Response::new(Full::new(Bytes::from(format!("{name}\n"))));
             *r.status_mut() = StatusCode::from_u16(code).unwrap();
             r
+        }
+        Behaviour::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            Response::new(Full::new(Bytes::from(format!("{name}\n"))))
         }
         Behaviour::Hang => {
             std::future::pending::<()>().await;

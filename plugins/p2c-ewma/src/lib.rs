@@ -153,20 +153,12 @@ weir_sdk::export_balancer!(P2cEwma);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_sdk::{Backend, Health};
+    use weir_sdk::Health;
 
     const OK: Health = Health::Healthy;
 
-    fn backends(list: &[(BackendId, Health, u32)]) -> Backends {
-        Backends::new(
-            list.iter()
-                .map(|&(id, health, weight)| Backend {
-                    health,
-                    weight,
-                    ..Backend::new(id, format!("10.0.0.{id}:80"))
-                })
-                .collect(),
-        )
+    fn backends(rows: &[(BackendId, Health, u32)]) -> Backends {
+        Backends::from_table(rows)
     }
 
     /// Loads by id (index = id), as (in_flight, ewma_latency_us).

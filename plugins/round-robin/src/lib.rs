@@ -42,18 +42,10 @@ weir_sdk::export_balancer!(RoundRobin);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_sdk::{Backend, Health};
+    use weir_sdk::Health;
 
-    fn backends(list: &[(BackendId, Health, u32)]) -> Backends {
-        Backends::new(
-            list.iter()
-                .map(|&(id, health, weight)| Backend {
-                    health,
-                    weight,
-                    ..Backend::new(id, format!("10.0.0.{id}:80"))
-                })
-                .collect(),
-        )
+    fn backends(rows: &[(BackendId, Health, u32)]) -> Backends {
+        Backends::from_table(rows)
     }
 
     fn picks(policy: &mut RoundRobin, backends: &Backends, n: usize) -> Vec<Option<BackendId>> {
