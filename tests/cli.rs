@@ -12,30 +12,11 @@ fn weir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weir"))
 }
 
-fn write_config(text: &str) -> (tempdir::TempDir, std::path::PathBuf) {
-    let dir = tempdir::TempDir::new();
+fn write_config(text: &str) -> (TempDir, std::path::PathBuf) {
+    let dir = TempDir::new("cli");
     let path = dir.0.join("weir.toml");
     std::fs::write(&path, text).unwrap();
     (dir, path)
-}
-
-mod tempdir {
-    /// A directory under the system temp dir, removed on drop.
-    pub struct TempDir(pub std::path::PathBuf);
-    impl TempDir {
-        pub fn new() -> TempDir {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("weir-cli-{}-{n}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 #[test]
