@@ -12,6 +12,18 @@ fn weir() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weir"))
 }
 
+/// Runs `weir check` on `text` written to a file; returns the file's path
+/// (its directory removed when the TempDir drops) and the output.
+fn check(text: &str) -> (TempDir, std::path::PathBuf, std::process::Output) {
+    let (dir, path) = write_config(text);
+    let out = weir()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (dir, path, out)
+}
+
 fn write_config(text: &str) -> (TempDir, std::path::PathBuf) {
     let dir = TempDir::new("cli");
     let path = dir.0.join("weir.toml");
@@ -26,12 +38,7 @@ fn check_accepts_a_good_config_and_loads_its_plugins() {
         "[upstreams.web.balancer]\nplugin = \"round-robin\"\n",
         "",
     );
-    let (_dir, path) = write_config(&text);
-    let out = weir()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (_dir, _, out) = check(&text);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -54,12 +61,7 @@ fn check_reports_a_bad_config_with_file_and_line() {
         .position(|l| l.starts_with("request_timeout"))
         .unwrap()
         + 1;
-    let (_dir, path) = write_config(&text);
-    let out = weir()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (_dir, path, out) = check(&text);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let expected = format!("{}:{line}:", path.display());
@@ -85,12 +87,7 @@ fn check_reports_a_plugin_that_fails_with_the_line_naming_it() {
         .position(|l| l.starts_with("plugin = "))
         .unwrap()
         + 1;
-    let (_dir, path) = write_config(&text);
-    let out = weir()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (_dir, _, out) = check(&text);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("weir.toml:{line}:")), "{stderr}");
@@ -112,12 +109,7 @@ fn the_example_config_checks() {
         text, example,
         "the example's plugin dir line changed; update this test"
     );
-    let (_dir, path) = write_config(&text);
-    let out = weir()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let (_dir, _, out) = check(&text);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
