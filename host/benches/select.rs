@@ -11,6 +11,10 @@
 //!   this happens once per instance per backend-set change; criterion's
 //!   warm-up absorbs it in the two benchmarks above.
 //!
+//! - `policies/NAME/N`: the same as `select/plugin/N` for each other shipped
+//!   policy (`weighted-round-robin`, `least-connections`, `p2c-ewma`,
+//!   `random`, `consistent-hash` keyed on a header).
+//!
 //! Run: `taskset -c 1 cargo bench -p weir --bench select` (after
 //! `cargo xtask plugins`; the plugin directory is `$WEIR_PLUGIN_DIR`, else
 //! `$CARGO_TARGET_DIR/plugins`, else `target/plugins`).
@@ -49,16 +53,34 @@ fn plugin_dir() -> PathBuf {
     dir
 }
 
+/// The shipped policies measured by `policies/NAME/N`, with the settings
+/// each runs with (`consistent-hash` keys on a header the request carries).
+const POLICIES: [(&str, &str); 5] = [
+    ("weighted-round-robin", "{}"),
+    ("least-connections", "{}"),
+    ("p2c-ewma", "{}"),
+    ("random", "{}"),
+    ("consistent-hash", "{ key = \"header:x-user\" }"),
+];
+
 /// A config with one upstream `web` of `n` backends (never connected to),
 /// balanced by the round-robin plugin or, without `plugin`, natively.
 fn config_text(n: usize, plugin: bool) -> String {
+    config_with(n, plugin.then_some(("round-robin", "{}")))
+}
+
+/// A config with one upstream `web` of `n` backends, balanced by plugin
+/// `(name, settings)` or natively.
+fn config_with(n: usize, plugin: Option<(&str, &str)>) -> String {
     let mut text = format!(
         "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins]\ndir = {:?}\n\n\
          [upstreams.web]\n\n",
         plugin_dir().display().to_string()
     );
-    if plugin {
-        text.push_str("[upstreams.web.balancer]\nplugin = \"round-robin\"\n\n");
+    if let Some((name, settings)) = plugin {
+        text.push_str(&format!(
+            "[upstreams.web.balancer]\nplugin = \"{name}\"\nsettings = {settings}\n\n"
+        ));
     }
     for i in 0..n {
         text.push_str(&format!(
@@ -78,14 +100,17 @@ struct Fixture {
 }
 
 fn fixture(n: usize, plugin: bool) -> Fixture {
+    fixture_for(&config_text(n, plugin), n)
+}
+
+fn fixture_for(text: &str, n: usize) -> Fixture {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let upstream_of = || -> Result<_, Box<dyn std::error::Error>> {
         let _entered = tokio.enter();
-        let text = config_text(n, plugin);
-        let config = weir::Config::parse(Path::new("bench.toml"), &text)?;
+        let config = weir::Config::parse(Path::new("bench.toml"), text)?;
         let runtime = PluginRuntime::new(PluginLimits::from_config(&config.plugins))?;
         let snapshot = Snapshot::build(config, &weir::plugin::PluginStore::new(runtime.clone()))?;
         let upstream = snapshot.upstream("web").expect("upstream web").clone();
@@ -106,6 +131,7 @@ fn request_view() -> RequestView {
     headers.insert(header::HOST, HeaderValue::from_static("example.com"));
     headers.insert(header::USER_AGENT, HeaderValue::from_static("wrk"));
     headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+    headers.insert("x-user", HeaderValue::from_static("user-4711"));
     RequestView {
         method: Method::GET,
         uri: Uri::from_static("/index.html?q=1"),
@@ -179,12 +205,36 @@ fn select(c: &mut Criterion) {
     group.finish();
 }
 
+/// `policies/NAME/N`: one `choose` through each shipped policy, measured
+/// like `select/plugin/N`.
+fn policies(c: &mut Criterion) {
+    let mut group = c.benchmark_group("policies");
+    group.throughput(Throughput::Elements(1));
+    for (name, settings) in POLICIES {
+        for n in SIZES {
+            let fx = fixture_for(&config_with(n, Some((name, settings))), n);
+            let mut view = request_view();
+            let pool = &fx.upstream.balancer().expect("a plugin balancer").pool;
+            if let Err(error) = pool.select(&fx.upstream.backends(), &mut view) {
+                panic!("{name} with {n} backends failed: {error}");
+            }
+            check(fx.upstream.choose(&mut view), ChosenBy::Plugin);
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter(|| fx.upstream.choose(black_box(&mut view)))
+            });
+            check(fx.upstream.choose(&mut view), ChosenBy::Plugin);
+            assert_eq!(pool.failures(), 0, "a {name} call failed while measured");
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
-    targets = select
+    targets = select, policies
 }
 criterion_main!(benches);
