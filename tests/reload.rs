@@ -233,6 +233,13 @@ async fn config_reload_adds_and_removes_backends_under_load() {
         start_from_file(&two_backend_config(&plugin_dir(), b1.addr, b2.addr)).await;
     let load = Load::start(&proxy.url, 4);
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let backend_at = |addr: std::net::SocketAddr| {
+        let snapshot = proxy.server.snapshot();
+        let backends = snapshot.upstream("web").unwrap().backends();
+        backends.iter().find(|b| b.addr == addr).cloned()
+    };
+    let (kept_before, removed) = (backend_at(b2.addr).unwrap(), backend_at(b1.addr).unwrap());
+    let kept_requests = kept_before.stats.requests();
 
     // Replace backend-1 with backend-3, the way an operator edits the file.
     std::fs::write(&path, two_backend_config(&plugin_dir(), b3.addr, b2.addr)).unwrap();
@@ -244,6 +251,23 @@ async fn config_reload_adds_and_removes_backends_under_load() {
     let failed = seen.iter().filter(|(s, _)| *s != 200).count();
     assert_eq!(failed, 0, "{failed} of {} requests failed", seen.len());
     assert!(b3.requests() > 0, "the added backend got no traffic");
+    // The backend that stayed keeps its id (plugins may key state by it) and
+    // its live counters; the new one does not take the removed one's id.
+    let kept_after = backend_at(b2.addr).unwrap();
+    assert_eq!(kept_after.id, kept_before.id);
+    assert!(std::sync::Arc::ptr_eq(
+        &kept_after.stats,
+        &kept_before.stats
+    ));
+    // Counted on: the requests since the reload add to the earlier ones.
+    assert!(kept_after.stats.requests() > kept_requests);
+    let added = backend_at(b3.addr).unwrap();
+    assert!(
+        added.id != removed.id && added.id != kept_after.id,
+        "id {}",
+        added.id
+    );
+    assert!(backend_at(b1.addr).is_none());
     // Requests already sent to backend-1 when the snapshot swapped may finish
     // there; no new ones arrive.
     assert!(

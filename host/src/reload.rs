@@ -84,7 +84,7 @@ impl Reloader {
                 Some(path) => Config::load(path)?,
                 None => Config::clone(current.config()),
             };
-            Snapshot::build(config, &store)
+            Snapshot::succeed(config, &store, Some(&current))
         })
         .await
         .map_err(|e| ReloadError::Task(e.to_string()))?;

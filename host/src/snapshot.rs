@@ -25,6 +25,18 @@ impl Snapshot {
     /// good version when there is one (the store logs the rejection); without
     /// one it fails the whole build, with the config line that named it.
     pub fn build(config: Config, store: &PluginStore) -> Result<Snapshot, ConfigError> {
+        Snapshot::succeed(config, store, None)
+    }
+
+    /// Like [`Snapshot::build`], for the snapshot that replaces `previous`:
+    /// upstreams of the same name carry over their backends' ids and live
+    /// counters and, when its settings are unchanged, their connection pool
+    /// (see [`Upstream::succeed`]).
+    pub fn succeed(
+        config: Config,
+        store: &PluginStore,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, ConfigError> {
         let plugin_dir = config.plugin_dir();
         let mut loaded: HashMap<String, Arc<LoadedPlugin>> = HashMap::new();
         let mut upstreams = BTreeMap::new();
@@ -66,7 +78,12 @@ impl Snapshot {
             };
             upstreams.insert(
                 name.clone(),
-                Arc::new(Upstream::new(name, upstream, balancer)),
+                Arc::new(Upstream::succeed(
+                    name,
+                    upstream,
+                    balancer,
+                    previous.and_then(|p| p.upstream(name)).map(|u| &**u),
+                )),
             );
         }
         let router = Router::new(

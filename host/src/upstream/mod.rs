@@ -73,23 +73,85 @@ pub struct Upstream {
     balancer: Option<PluginBalancer>,
     fallback: RoundRobin,
     client: UpstreamClient,
+    client_settings: ClientSettings,
     request_timeout: Duration,
+}
+
+/// What the connection pool is built from; a reload keeps the pool when
+/// these are unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ClientSettings {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle_per_backend: usize,
+}
+
+impl ClientSettings {
+    fn of(config: &UpstreamConfig) -> Self {
+        ClientSettings {
+            connect_timeout: config.connect_timeout(),
+            idle_timeout: config.idle_timeout(),
+            max_idle_per_backend: config.max_idle_per_backend,
+        }
+    }
+
+    fn client(self) -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(self.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.idle_timeout)
+            .pool_max_idle_per_host(self.max_idle_per_backend)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .set_host(false)
+            .build(connector)
+    }
 }
 
 impl Upstream {
     /// Builds an upstream from its config; `balancer` is its plugin, already
     /// loaded and initialised, if it names one.
     pub fn new(name: &str, config: &UpstreamConfig, balancer: Option<PluginBalancer>) -> Upstream {
+        Upstream::succeed(name, config, balancer, None)
+    }
+
+    /// Builds the upstream that replaces `previous` after a reload. What
+    /// did not change carries over: a backend with the same name and
+    /// address keeps its id (as the WIT contract promises plugins) and its
+    /// live counters (in-flight, latency, failures), and the keep-alive pool
+    /// is kept when the connection settings are the same.
+    pub fn succeed(
+        name: &str,
+        config: &UpstreamConfig,
+        balancer: Option<PluginBalancer>,
+        previous: Option<&Upstream>,
+    ) -> Upstream {
+        let old = previous.map(|p| p.backends());
+        let mut next_id = old
+            .as_ref()
+            .and_then(|set| set.iter().map(|b| b.id).max())
+            .map_or(0, |max| max + 1);
         let backends = config
             .backends
             .iter()
-            .enumerate()
-            .map(|(i, b)| {
+            .map(|b| {
                 let addr: std::net::SocketAddr =
                     b.address.get_ref().parse().expect("validated by config");
+                let name = b.display_name();
+                let same = old
+                    .as_ref()
+                    .and_then(|set| set.iter().find(|o| o.name == name && o.addr == addr));
+                let (id, stats) = match same {
+                    Some(same) => (same.id, same.stats.clone()),
+                    None => {
+                        next_id += 1;
+                        (next_id - 1, Arc::default())
+                    }
+                };
                 Arc::new(Backend {
-                    id: i as BackendId,
-                    name: b.display_name(),
+                    id,
+                    name,
                     authority: addr
                         .to_string()
                         .parse()
@@ -102,26 +164,22 @@ impl Upstream {
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     health: Health::Healthy,
-                    stats: Arc::default(),
+                    stats,
                 })
             })
             .collect();
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout()));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout())
-            .pool_max_idle_per_host(config.max_idle_per_backend)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .set_host(false)
-            .build(connector);
+        let settings = ClientSettings::of(config);
+        let client = match previous {
+            Some(previous) if previous.client_settings == settings => previous.client.clone(),
+            _ => settings.client(),
+        };
         Upstream {
             name: name.into(),
             backends: ArcSwap::from_pointee(BackendSet::new(backends)),
             balancer,
             fallback: RoundRobin::default(),
             client,
+            client_settings: settings,
             request_timeout: config.request_timeout(),
         }
     }
