@@ -24,6 +24,19 @@ fn check(text: &str) -> (TempDir, std::path::PathBuf, std::process::Output) {
     (dir, path, out)
 }
 
+/// Runs `weir check` on `text`, fails the test unless it succeeds, and
+/// returns what it printed.
+fn check_ok(text: &str) -> String {
+    let (_dir, _, out) = check(text);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn write_config(text: &str) -> (TempDir, std::path::PathBuf) {
     let dir = TempDir::new("cli");
     let path = dir.0.join("weir.toml");
@@ -38,13 +51,7 @@ fn check_accepts_a_good_config_and_loads_its_plugins() {
         "[upstreams.web.balancer]\nplugin = \"round-robin\"\n",
         "",
     );
-    let (_dir, _, out) = check(&text);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_ok(&text);
     assert!(stdout.contains("OK"), "{stdout}");
     assert!(stdout.contains("plugins: round-robin"), "{stdout}");
 }
@@ -109,13 +116,7 @@ fn the_example_config_checks() {
         text, example,
         "the example's plugin dir line changed; update this test"
     );
-    let (_dir, _, out) = check(&text);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = check_ok(&text);
     assert!(
         stdout.contains("2 upstream(s), plugins: consistent-hash"),
         "{stdout}"

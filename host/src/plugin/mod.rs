@@ -6,8 +6,10 @@
 //! 1. [`PluginRuntime::new`] builds the engine (pooling allocator, epoch
 //!    interruption) and a linker holding WASI (with no capabilities) and
 //!    weir's own imports, and starts the epoch ticker.
-//! 2. [`PluginRuntime::load`] compiles `NAME.wasm`, checks it is a `balancer`
-//!    component whose imports weir satisfies, and pre-instantiates it.
+//! 2. [`PluginStore::load`] reads `NAME.wasm` (unless its content is the
+//!    version already loaded) and [`PluginRuntime::load_bytes`] compiles it,
+//!    checks it is a `balancer` component whose imports weir satisfies, and
+//!    pre-instantiates it; the store keeps the last good version of each.
 //! 3. [`BalancerPool::new`] makes one instance and calls its `init` with the
 //!    upstream's settings, rejecting the plugin for that upstream on error.
 //! 4. Per request, [`BalancerPool::select`] borrows an idle instance (making
@@ -228,13 +230,6 @@ impl PluginRuntime {
     /// The limits every call and instance runs under.
     pub fn limits(&self) -> PluginLimits {
         self.limits
-    }
-
-    /// Loads plugin `name` from `dir/NAME.wasm`.
-    pub fn load(&self, dir: &Path, name: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let path = dir.join(format!("{name}.wasm"));
-        let bytes = read_plugin(name, &path)?;
-        self.load_bytes(name, &path, &bytes)
     }
 
     /// Compiles and pre-instantiates a component already in memory; `path`

@@ -150,7 +150,7 @@ impl BalancerPool {
 
         let Some(id) = choice else { return Ok(None) };
         let backend = backends.get(id).ok_or(CallError::UnknownBackend(id))?;
-        if backend.health() != Health::Healthy {
+        if backend.health != Health::Healthy {
             return Err(CallError::Ineligible(backend.name.clone()));
         }
         Ok(Some(backend.clone()))
@@ -248,7 +248,7 @@ fn wit_backends(set: &BackendSet) -> Vec<types::Backend> {
             name: b.name.clone(),
             address: b.addr.to_string(),
             weight: b.weight,
-            health: match b.health() {
+            health: match b.health {
                 Health::Healthy => types::Health::Healthy,
                 Health::Unhealthy => types::Health::Unhealthy,
                 Health::Draining => types::Health::Draining,

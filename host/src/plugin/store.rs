@@ -34,11 +34,6 @@ impl PluginStore {
         }
     }
 
-    /// The runtime plugins are loaded into.
-    pub fn runtime(&self) -> &Arc<PluginRuntime> {
-        &self.runtime
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -42,13 +42,6 @@ pub struct Backend {
     pub stats: Arc<BackendStats>,
 }
 
-impl Backend {
-    /// Health as of the set this backend belongs to.
-    pub fn health(&self) -> Health {
-        self.health
-    }
-}
-
 /// Live load of one backend, updated by the proxy and read by plugins
 /// through the `load` import.
 #[derive(Debug, Default)]
