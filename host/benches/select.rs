@@ -162,11 +162,11 @@ fn select(c: &mut Criterion) {
         if let Err(error) = pool.select(&fx.upstream.backends(), &mut view) {
             panic!("plugin select with {n} backends failed: {error}");
         }
-        check(fx.upstream.choose(&mut view), ChosenBy::Plugin);
+        check(fx.upstream.choose(&mut view, &[]), ChosenBy::Plugin);
         group.bench_with_input(BenchmarkId::new("plugin", n), &n, |b, _| {
-            b.iter(|| fx.upstream.choose(black_box(&mut view)))
+            b.iter(|| fx.upstream.choose(black_box(&mut view), &[]))
         });
-        check(fx.upstream.choose(&mut view), ChosenBy::Plugin);
+        check(fx.upstream.choose(&mut view, &[]), ChosenBy::Plugin);
         let pool = &fx.upstream.balancer().expect("a plugin balancer").pool;
         assert_eq!(pool.failures(), 0, "a plugin call failed while measured");
         assert_eq!(view.uri.path(), "/index.html", "the request came back");
@@ -175,11 +175,11 @@ fn select(c: &mut Criterion) {
     for n in SIZES {
         let fx = fixture(n, false);
         let mut view = request_view();
-        check(fx.upstream.choose(&mut view), ChosenBy::RoundRobin);
+        check(fx.upstream.choose(&mut view, &[]), ChosenBy::RoundRobin);
         group.bench_with_input(BenchmarkId::new("native", n), &n, |b, _| {
-            b.iter(|| fx.upstream.choose(black_box(&mut view)))
+            b.iter(|| fx.upstream.choose(black_box(&mut view), &[]))
         });
-        check(fx.upstream.choose(&mut view), ChosenBy::RoundRobin);
+        check(fx.upstream.choose(&mut view, &[]), ChosenBy::RoundRobin);
     }
 
     for n in SIZES {
@@ -218,11 +218,11 @@ fn policies(c: &mut Criterion) {
             if let Err(error) = pool.select(&fx.upstream.backends(), &mut view) {
                 panic!("{name} with {n} backends failed: {error}");
             }
-            check(fx.upstream.choose(&mut view), ChosenBy::Plugin);
+            check(fx.upstream.choose(&mut view, &[]), ChosenBy::Plugin);
             group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
-                b.iter(|| fx.upstream.choose(black_box(&mut view)))
+                b.iter(|| fx.upstream.choose(black_box(&mut view), &[]))
             });
-            check(fx.upstream.choose(&mut view), ChosenBy::Plugin);
+            check(fx.upstream.choose(&mut view, &[]), ChosenBy::Plugin);
             assert_eq!(pool.failures(), 0, "a {name} call failed while measured");
         }
     }

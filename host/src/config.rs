@@ -56,6 +56,11 @@ pub struct Config {
     /// Named groups of backends (`[upstreams.NAME]`).
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// The admin API and `/metrics` listener (`[admin]`); absent: none.
+    pub admin: Option<AdminConfig>,
+    /// One line per request (`[access_log]`).
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
     /// Where the file was read from; relative paths in it resolve against
     /// its directory. Not part of the TOML.
     #[serde(skip)]
@@ -119,6 +124,69 @@ impl Default for PluginsConfig {
     }
 }
 
+/// The admin listener: JSON API over upstreams and backends, and
+/// Prometheus metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port` to bind; loopback by default.
+    #[serde(default = "default_admin_address")]
+    pub address: Spanned<String>,
+    /// A bearer token every request must carry (`Authorization: Bearer
+    /// TOKEN`); absent: no authentication.
+    pub token: Option<String>,
+    /// Read the token from this environment variable instead.
+    pub token_env: Option<Spanned<String>>,
+}
+
+fn default_admin_address() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9901".to_string())
+}
+
+impl AdminConfig {
+    /// The required token, if any (`token`, else the `token_env` variable).
+    pub fn token(&self) -> Option<String> {
+        self.token.clone().or_else(|| {
+            self.token_env
+                .as_ref()
+                .and_then(|var| std::env::var(var.get_ref()).ok())
+        })
+    }
+}
+
+/// The access log: one line per request.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// Write it at all.
+    pub enabled: bool,
+    /// `json` (one object per line) or `text`.
+    pub format: AccessLogFormat,
+    /// File to append to, relative to the config file; `-` is stdout.
+    pub path: PathBuf,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig {
+            enabled: true,
+            format: AccessLogFormat::Json,
+            path: PathBuf::from("-"),
+        }
+    }
+}
+
+/// How access log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// `key=value` pairs, for reading by eye.
+    Text,
+}
+
 /// A routing rule: requests for `host` whose path starts with `path_prefix`
 /// go to `upstream`.
 #[derive(Debug, Clone, Deserialize)]
@@ -160,6 +228,167 @@ pub struct UpstreamConfig {
     /// Most idle keep-alive connections kept per backend.
     #[serde(default = "default_max_idle")]
     pub max_idle_per_backend: usize,
+    /// Most requests in flight to one backend at once (0: no limit); a
+    /// backend's own `max_in_flight` overrides it. A backend at its limit is
+    /// skipped and the balancer asked again.
+    #[serde(default)]
+    pub max_in_flight_per_backend: u32,
+    /// After a backend recovers (health check or ejection), ramp the weight
+    /// that policies see from 1 up to its full weight over this long (0:
+    /// at once).
+    #[serde(default)]
+    pub slow_start_ms: u64,
+    /// Active health checking (`[upstreams.NAME.health_check]`); absent:
+    /// none.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive health (`[upstreams.NAME.outlier_detection]`); absent: none.
+    pub outlier_detection: Option<OutlierConfig>,
+    /// Retrying requests that never reached a backend
+    /// (`[upstreams.NAME.retry]`).
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+/// How an upstream's backends are probed.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `http` (a request whose answer is checked) or `tcp` (a connect).
+    #[serde(rename = "type", default)]
+    pub kind: HealthCheckKind,
+    /// Request path of HTTP checks.
+    #[serde(default = "default_check_path")]
+    pub path: String,
+    /// Request method of HTTP checks.
+    #[serde(default = "default_check_method")]
+    pub method: String,
+    /// `Host` header of HTTP checks; default the backend's address.
+    pub host: Option<String>,
+    /// Statuses that pass, as codes or inclusive ranges (`"200-399"`).
+    #[serde(default = "default_expect_status")]
+    pub expect_status: Vec<Spanned<String>>,
+    /// The body must contain this text to pass (the first 64 KiB are read).
+    pub body_contains: Option<String>,
+    /// Time between checks of one backend, in milliseconds.
+    #[serde(default = "default_check_interval")]
+    pub interval_ms: u64,
+    /// Longest a check may take, in milliseconds.
+    #[serde(default = "default_check_timeout")]
+    pub timeout_ms: u64,
+    /// Random spread added to each interval, as a percentage of it, so
+    /// checks of many weirs do not arrive in step.
+    #[serde(default = "default_jitter")]
+    pub jitter_percent: u32,
+    /// Consecutive passes that bring a down backend back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+/// The kind of active health check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// An HTTP/1.1 request on a new connection.
+    #[default]
+    Http,
+    /// A TCP connect.
+    Tcp,
+}
+
+fn default_check_path() -> String {
+    "/".to_string()
+}
+fn default_check_method() -> String {
+    "GET".to_string()
+}
+fn default_expect_status() -> Vec<Spanned<String>> {
+    vec![Spanned::new(0..0, "200-399".to_string())]
+}
+fn default_check_interval() -> u64 {
+    2_000
+}
+fn default_check_timeout() -> u64 {
+    1_000
+}
+fn default_jitter() -> u32 {
+    10
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+impl HealthCheckConfig {
+    /// The accepted status ranges, already validated.
+    pub fn status_ranges(&self) -> Vec<(u16, u16)> {
+        self.expect_status
+            .iter()
+            .filter_map(|s| parse_status_range(s.get_ref()))
+            .collect()
+    }
+}
+
+/// `"200"` or `"200-399"` as an inclusive range.
+fn parse_status_range(text: &str) -> Option<(u16, u16)> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let (low, high) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
+    ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
+}
+
+/// Ejecting backends that keep failing real requests.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierConfig {
+    /// Consecutive failures (connect errors, timeouts, 5xx answers) that
+    /// eject a backend.
+    pub consecutive_failures: u32,
+    /// First ejection's length, in milliseconds; the n-th lasts n times as
+    /// long.
+    pub base_ejection_ms: u64,
+    /// Longest an ejection lasts, in milliseconds.
+    pub max_ejection_ms: u64,
+    /// Most of the upstream's backends ejected at once, in percent.
+    pub max_ejection_percent: u32,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 5,
+            base_ejection_ms: 30_000,
+            max_ejection_ms: 300_000,
+            max_ejection_percent: 50,
+        }
+    }
+}
+
+/// Retrying a request whose backend could not be reached.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Further attempts after the first, each on a backend not tried yet
+    /// (0: never retry).
+    pub retries: u32,
+    /// Retries may add at most this percentage to the upstream's request
+    /// rate (the retry budget) ...
+    pub budget_percent: u32,
+    /// ... plus this many retries per second.
+    pub min_retries_per_second: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            retries: 1,
+            budget_percent: 20,
+            min_retries_per_second: 10,
+        }
+    }
 }
 
 fn default_connect_timeout() -> u64 {
@@ -225,7 +454,7 @@ pub enum FailurePolicy {
 }
 
 /// One backend server.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
     /// `ip:port` of the backend.
@@ -238,6 +467,9 @@ pub struct BackendConfig {
     /// Free-form labels handed to plugins.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// Most requests in flight to this backend at once; default the
+    /// upstream's `max_in_flight_per_backend`.
+    pub max_in_flight: Option<u32>,
 }
 
 fn default_weight() -> u32 {
@@ -369,7 +601,46 @@ impl Config {
         for (name, upstream) in &self.upstreams {
             self.validate_upstream(name, upstream)?;
         }
+        if let Some(admin) = &self.admin {
+            if admin.address.get_ref().parse::<SocketAddr>().is_err() {
+                return Err(self.error(
+                    admin.address.span(),
+                    format!("admin address {:?} is not ip:port", admin.address.get_ref()),
+                ));
+            }
+            if let Some(var) = &admin.token_env
+                && std::env::var(var.get_ref()).is_err()
+            {
+                return Err(self.error(
+                    var.span(),
+                    format!(
+                        "admin token_env names {:?}, which is not set",
+                        var.get_ref()
+                    ),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The admin listener's address, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .and_then(|a| a.address.get_ref().parse().ok())
+    }
+
+    /// The access log file, resolved against the config file's directory;
+    /// none for stdout.
+    pub fn access_log_path(&self) -> Option<PathBuf> {
+        let path = &self.access_log.path;
+        if path.as_os_str() == "-" {
+            return None;
+        }
+        Some(match self.source.path.parent() {
+            Some(parent) if path.is_relative() => parent.join(path),
+            _ => path.clone(),
+        })
     }
 
     fn validate_upstream(&self, name: &str, upstream: &UpstreamConfig) -> Result<(), ConfigError> {
@@ -407,6 +678,31 @@ impl Config {
                 return Err(self.error(0..0, format!("upstream {name}: {what} must be at least 1")));
             }
         }
+        if let Some(check) = &upstream.health_check {
+            self.validate_health_check(name, check)?;
+        }
+        if let Some(outlier) = &upstream.outlier_detection {
+            if outlier.consecutive_failures == 0 || outlier.base_ejection_ms == 0 {
+                return Err(self.error(
+                    0..0,
+                    format!(
+                        "upstream {name}: outlier_detection consecutive_failures and base_ejection_ms must be at least 1"
+                    ),
+                ));
+            }
+            if outlier.max_ejection_percent > 100 {
+                return Err(self.error(
+                    0..0,
+                    format!("upstream {name}: outlier_detection max_ejection_percent must be within 0..=100"),
+                ));
+            }
+        }
+        if upstream.retry.retries > 10 {
+            return Err(self.error(
+                0..0,
+                format!("upstream {name}: retry.retries must be within 0..=10"),
+            ));
+        }
         if let Some(balancer) = &upstream.balancer {
             let plugin = balancer.plugin.get_ref();
             let valid = !plugin.is_empty()
@@ -421,6 +717,64 @@ impl Config {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_health_check(
+        &self,
+        name: &str,
+        check: &HealthCheckConfig,
+    ) -> Result<(), ConfigError> {
+        for status in &check.expect_status {
+            if parse_status_range(status.get_ref()).is_none() {
+                return Err(self.error(
+                    status.span(),
+                    format!(
+                        "upstream {name}: health_check expect_status {:?} is not a status or a range like \"200-399\"",
+                        status.get_ref()
+                    ),
+                ));
+            }
+        }
+        if http::Method::from_bytes(check.method.as_bytes()).is_err() {
+            return Err(self.error(
+                0..0,
+                format!(
+                    "upstream {name}: health_check method {:?} is not an HTTP method",
+                    check.method
+                ),
+            ));
+        }
+        if !check.path.starts_with('/') || check.path.parse::<http::uri::PathAndQuery>().is_err() {
+            return Err(self.error(
+                0..0,
+                format!(
+                    "upstream {name}: health_check path {:?} must be a path starting with '/'",
+                    check.path
+                ),
+            ));
+        }
+        for (value, what) in [
+            (check.interval_ms, "interval_ms"),
+            (check.timeout_ms, "timeout_ms"),
+            (check.rise as u64, "rise"),
+            (check.fall as u64, "fall"),
+        ] {
+            if value == 0 {
+                return Err(self.error(
+                    0..0,
+                    format!("upstream {name}: health_check {what} must be at least 1"),
+                ));
+            }
+        }
+        if check.jitter_percent > 100 {
+            return Err(self.error(
+                0..0,
+                format!("upstream {name}: health_check jitter_percent must be within 0..=100"),
+            ));
         }
         Ok(())
     }

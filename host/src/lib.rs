@@ -10,8 +10,11 @@
 
 #![warn(missing_docs)]
 
+pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod reload;

@@ -44,6 +44,7 @@ pub struct Reloader {
     store: Arc<PluginStore>,
     lock: tokio::sync::Mutex<()>,
     reloads: AtomicU64,
+    failures: AtomicU64,
 }
 
 impl Reloader {
@@ -60,12 +61,28 @@ impl Reloader {
             store,
             lock: tokio::sync::Mutex::new(()),
             reloads: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         }
     }
 
     /// Snapshots swapped in so far by reloads.
     pub fn reloads(&self) -> u64 {
         self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// The snapshot serving new requests now.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.state.load_full()
+    }
+
+    /// Reloads rejected so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// The plugin store reloads load through.
+    pub fn store(&self) -> &PluginStore {
+        &self.store
     }
 
     /// Builds a new snapshot (compiling plugins on a blocking thread) and
@@ -105,12 +122,23 @@ impl Reloader {
                         "listener addresses changed: they take effect at the next restart"
                     );
                 }
-                self.state.store(Arc::new(snapshot));
+                let admin = |c: &Config| c.admin.as_ref().map(|a| (c.admin_addr(), a.token()));
+                if admin(running.config()) != admin(snapshot.config())
+                    || running.config().access_log != snapshot.config().access_log
+                {
+                    tracing::warn!(
+                        "[admin] or [access_log] changed: they take effect at the next restart"
+                    );
+                }
+                let snapshot = Arc::new(snapshot);
+                snapshot.start_tasks();
+                self.state.swap(snapshot).retire();
                 let n = self.reloads.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::info!(?kind, reloads = n, "reloaded");
                 Ok(())
             }
             Err(error) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     ?kind,
                     "reload rejected, the running configuration keeps serving: {error}"

@@ -14,8 +14,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::access_log::AccessLog;
+use crate::admin::Admin;
 use crate::config::{Config, ConfigError};
 use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
+use crate::proxy::{ProxyBody, Shared};
 use crate::reload::{ReloadError, ReloadKind, Reloader};
 use crate::snapshot::Snapshot;
 
@@ -31,6 +37,9 @@ pub enum StartError {
     /// The plugin runtime could not be created.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The access log file could not be opened.
+    #[error("cannot open the access log: {0}")]
+    AccessLog(#[source] std::io::Error),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -46,6 +55,7 @@ pub enum StartError {
 /// Dropping it stops accepting connections.
 pub struct Server {
     addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     state: Arc<ArcSwap<Snapshot>>,
     reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
@@ -61,6 +71,10 @@ impl Server {
     /// are watched too, unless `plugins.watch = false`.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let runtime = runtime_for(&config)?;
+        let access_log = AccessLog::open(&config)
+            .map_err(StartError::AccessLog)?
+            .map(Arc::new);
+        let admin_config = config.admin.clone().zip(config.admin_addr());
         let store = Arc::new(PluginStore::new(runtime));
         let addrs = config.listen_addrs();
         let config_path = config
@@ -87,6 +101,7 @@ impl Server {
                 .await
                 .map_err(|e| PluginError::Runtime(format!("loading plugins: {e}")))??
         };
+        snapshot.start_tasks();
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         let reloader = Arc::new(Reloader::new(config_path, state.clone(), store));
         let (shutdown, _) = watch::channel(false);
@@ -99,20 +114,44 @@ impl Server {
                 shutdown.subscribe(),
             ));
         }
+        let shared = Arc::new(Shared {
+            state: state.clone(),
+            access_log: access_log.clone(),
+        });
         let mut bound = Vec::new();
         for addr in addrs {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })?;
-            let local = listener
-                .local_addr()
-                .map_err(|source| StartError::Bind { addr, source })?;
+            let (listener, local) = bind(addr).await?;
             tracing::info!(addr = %local, "listening");
             bound.push(local);
-            tasks.spawn(accept_loop(listener, state.clone(), shutdown.subscribe()));
+            let shared = shared.clone();
+            let handler = move |request, client| {
+                let shared = shared.clone();
+                async move { crate::proxy::handle(&shared, request, client).await }
+            };
+            tasks.spawn(accept_loop(listener, handler, false, shutdown.subscribe()));
+        }
+        let mut admin_addr = None;
+        if let Some((admin, addr)) = admin_config {
+            let (listener, local) = bind(addr).await?;
+            if !local.ip().is_loopback() && admin.token().is_none() {
+                tracing::warn!(addr = %local, "the admin API listens beyond loopback without a token");
+            }
+            tracing::info!(addr = %local, "admin API listening");
+            admin_addr = Some(local);
+            let admin = Arc::new(Admin {
+                reloader: reloader.clone(),
+                access_log,
+                token: admin.token(),
+            });
+            let handler = move |request, _client| {
+                let admin = admin.clone();
+                async move { admin.handle(request).await }
+            };
+            tasks.spawn(accept_loop(listener, handler, true, shutdown.subscribe()));
         }
         Ok(Server {
             addrs: bound,
+            admin_addr,
             state,
             reloader,
             shutdown,
@@ -123,6 +162,11 @@ impl Server {
     /// The addresses actually bound (port 0 resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The admin API's address, when it has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The snapshot serving new requests now.
@@ -169,18 +213,39 @@ pub fn runtime_for(config: &Config) -> Result<Arc<PluginRuntime>, PluginError> {
     }
 }
 
-async fn accept_loop(
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+/// Accepts connections on `listener` and serves each request with
+/// `handler` until shutdown; `http1_only` for the admin API.
+async fn accept_loop<H, F>(
     listener: TcpListener,
-    state: Arc<ArcSwap<Snapshot>>,
+    handler: H,
+    http1_only: bool,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<ProxyBody>> + Send + 'static,
+{
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, client, state.clone(), shutdown.clone()));
+                    let handler = handler.clone();
+                    let service = service_fn(move |request| {
+                        let answer = handler(request, client);
+                        async move { Ok::<_, Infallible>(answer.await) }
+                    });
+                    connections.spawn(serve_connection(stream, client, service, http1_only, shutdown.clone()));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -196,22 +261,30 @@ async fn accept_loop(
     while connections.join_next().await.is_some() {}
 }
 
-async fn serve_connection(
+async fn serve_connection<S>(
     stream: tokio::net::TcpStream,
     client: SocketAddr,
-    state: Arc<ArcSwap<Snapshot>>,
+    service: S,
+    http1_only: bool,
     mut shutdown: watch::Receiver<bool>,
-) {
-    let service = service_fn(move |request| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(crate::proxy::handle(&state, request, client).await) }
-    });
+) where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
+    if http1_only {
+        builder = builder.http1_only();
+    }
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     tokio::select! {

@@ -106,6 +106,21 @@ impl Snapshot {
         })
     }
 
+    /// Starts every upstream's background work (health checks, ejection
+    /// timers). Call once the snapshot serves.
+    pub fn start_tasks(&self) {
+        for upstream in self.upstreams.values() {
+            upstream.start_tasks();
+        }
+    }
+
+    /// Stops the background work of upstreams: a newer snapshot serves.
+    pub fn retire(&self) {
+        for upstream in self.upstreams.values() {
+            upstream.retire();
+        }
+    }
+
     /// The plugin files this snapshot's config names, for the watcher.
     pub fn plugin_files(&self) -> Vec<std::path::PathBuf> {
         plugin_files(&self.config)

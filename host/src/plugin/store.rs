@@ -20,6 +20,8 @@ pub struct PluginStore {
 struct State {
     /// The newest version of each plugin that loaded and initialised.
     good: HashMap<String, Arc<LoadedPlugin>>,
+    /// Files rejected so far (each distinct file once).
+    rejections: u64,
     /// Digest of the newest file of each plugin that was rejected (0 for a
     /// missing file).
     rejected: HashMap<String, u64>,
@@ -32,6 +34,11 @@ impl PluginStore {
             runtime,
             state: Mutex::default(),
         }
+    }
+
+    /// Plugin files rejected so far, each distinct file counted once.
+    pub fn rejections(&self) -> u64 {
+        self.state().rejections
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -121,6 +128,7 @@ impl PluginStore {
     fn log_rejection(&self, name: &str, digest: u64, error: &PluginError) {
         let first_time = self.state().rejected.insert(name.to_string(), digest) != Some(digest);
         if first_time {
+            self.state().rejections += 1;
             tracing::warn!(
                 plugin = name,
                 "plugin rejected, the last good version keeps serving: {error}"

@@ -10,24 +10,44 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 
+use super::log::RequestLog;
 use crate::upstream::InFlight;
 
 /// Body type of every response weir sends to clients.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// A backend's response body, streamed frame by frame; the request counts as
-/// in flight until the body ends or is dropped.
+/// in flight until the body ends or is dropped, and its access log line is
+/// written then, with the bytes sent.
 pub(crate) struct TrackedBody {
     inner: Incoming,
     guard: Option<InFlight>,
+    log: Option<RequestLog>,
+    bytes: u64,
 }
 
 impl TrackedBody {
-    pub(crate) fn new(inner: Incoming, guard: InFlight) -> Self {
+    pub(crate) fn new(inner: Incoming, guard: InFlight, log: Option<RequestLog>) -> Self {
         TrackedBody {
             inner,
             guard: Some(guard),
+            log,
+            bytes: 0,
         }
+    }
+
+    fn end(&mut self) {
+        self.guard.take();
+        if let Some(log) = self.log.take() {
+            log.finish(self.bytes);
+        }
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        // The client went away, or the body was never read.
+        self.end();
     }
 }
 
@@ -40,8 +60,14 @@ impl Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &poll {
-            self.guard.take();
+        match &poll {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.end(),
+            Poll::Pending => {}
         }
         poll
     }

@@ -1,159 +1,314 @@
-//! The request path: route, choose a backend, forward, stream the answer.
+//! The request path: route, choose a backend, forward, retry on another
+//! backend when one could not be reached, stream the answer, log it.
 
 mod body;
 mod headers;
+mod log;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::BodyExt;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 
 pub use body::ProxyBody;
 
+use crate::access_log::AccessLog;
 use crate::plugin::RequestView;
 use crate::snapshot::Snapshot;
-use crate::upstream::{Backend, Choice, ChosenBy, Upstream};
+use crate::upstream::{Backend, BackendId, Choice, Upstream, UpstreamBody};
 use body::{TrackedBody, plain};
+use log::RequestLog;
+
+/// What every request handler shares: the current snapshot and the access
+/// log.
+pub struct Shared {
+    /// The snapshot new requests use.
+    pub state: Arc<ArcSwap<Snapshot>>,
+    /// Where request lines go, if anywhere.
+    pub access_log: Option<Arc<AccessLog>>,
+}
 
 /// Handles one client request against the current snapshot.
 pub async fn handle(
-    state: &ArcSwap<Snapshot>,
+    shared: &Shared,
     request: Request<Incoming>,
     client: SocketAddr,
 ) -> Response<ProxyBody> {
+    let started = Instant::now();
     // Hold the snapshot for the whole request: a reload swaps in a new one
     // for later requests while this one finishes on what it started with.
-    let snapshot = state.load_full();
+    let snapshot = shared.state.load_full();
     let (mut parts, body) = request.into_parts();
     let host = request_host(&parts).map(str::to_string);
+    let mut log = shared.access_log.as_ref().map(|access| {
+        RequestLog::start(
+            access.clone(),
+            started,
+            client,
+            &parts.method,
+            host.as_deref(),
+            parts.uri.path(),
+        )
+    });
 
     let Some(upstream) = snapshot.route(host.as_deref(), parts.uri.path()) else {
         tracing::debug!(host, path = parts.uri.path(), "no route");
-        return plain(StatusCode::NOT_FOUND, "no route matches this request");
+        return local(
+            &mut log,
+            StatusCode::NOT_FOUND,
+            "no route matches this request",
+        );
     };
+    if let Some(log) = &mut log {
+        log.upstream = Some(upstream.clone());
+    }
 
-    let mut view = RequestView {
-        method: std::mem::take(&mut parts.method),
-        uri: std::mem::take(&mut parts.uri),
-        headers: std::mem::take(&mut parts.headers),
-        client,
-    };
-    let choice = upstream.choose(&mut view);
-    parts.method = view.method;
-    parts.uri = view.uri;
-    parts.headers = view.headers;
+    // Only requests that can be sent again unchanged are retried: an
+    // idempotent method and no body.
+    let retries = upstream.retries();
+    let retryable = retries > 0 && is_idempotent(&parts.method) && body.is_end_stream();
+    if retries > 0 {
+        upstream.stats().budget.deposit();
+    }
+    let template = retryable.then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
+    let mut body = Some(body);
+    let mut tried: Vec<BackendId> = Vec::new();
+    loop {
+        let mut view = RequestView {
+            method: std::mem::take(&mut parts.method),
+            uri: std::mem::take(&mut parts.uri),
+            headers: std::mem::take(&mut parts.headers),
+            client,
+        };
+        let choice = upstream.choose(&mut view, &tried);
+        parts.method = view.method;
+        parts.uri = view.uri;
+        parts.headers = view.headers;
 
-    let (backend, chosen_by) = match choice {
-        Choice::Backend(backend, by) => (backend, by),
-        Choice::Unavailable(reason) => {
-            tracing::warn!(upstream = upstream.name(), "503: {reason}");
-            return plain(StatusCode::SERVICE_UNAVAILABLE, reason);
+        let (backend, chosen_by) = match choice {
+            Choice::Backend(backend, by) => (backend, by),
+            Choice::Unavailable(reason) => {
+                tracing::warn!(upstream = upstream.name(), "503: {reason}");
+                return local(&mut log, StatusCode::SERVICE_UNAVAILABLE, reason);
+            }
+            Choice::PluginFailed(error) => {
+                tracing::warn!(
+                    upstream = upstream.name(),
+                    "503: balancer plugin failed and on_failure = \"fail\": {error}"
+                );
+                return local(
+                    &mut log,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the balancer plugin failed",
+                );
+            }
+        };
+        if let Some(log) = &mut log {
+            log.backend = Some(backend.clone());
+            log.chosen_by = Some(chosen_by);
+            log.attempts += 1;
         }
-        Choice::PluginFailed(error) => {
-            tracing::warn!(
-                upstream = upstream.name(),
-                "503: balancer plugin failed and on_failure = \"fail\": {error}"
-            );
-            return plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the balancer plugin failed",
-            );
-        }
-    };
+        tracing::trace!(
+            upstream = upstream.name(),
+            backend = backend.name,
+            chosen_by = chosen_by.as_str(),
+            "chosen"
+        );
 
+        let next = template.as_ref().map(|(method, uri, headers)| {
+            let mut next = Request::new(()).into_parts().0;
+            next.method = method.clone();
+            next.uri = uri.clone();
+            next.headers = headers.clone();
+            next
+        });
+        let request_body = match body.take() {
+            Some(body) if !retryable => body.boxed(),
+            _ => empty(),
+        };
+        let request = match prepare(parts, request_body, &backend, host.as_deref(), client) {
+            Ok(request) => request,
+            Err(why) => return local(&mut log, StatusCode::BAD_REQUEST, &why),
+        };
+        match forward(&upstream, &backend, request).await {
+            Ok((response, in_flight)) => {
+                let (mut head, body) = response.into_parts();
+                headers::remove_hop_by_hop(&mut head.headers);
+                if let Some(log) = &mut log {
+                    log.status = head.status.as_u16();
+                }
+                let body = TrackedBody::new(body, in_flight, log.take()).boxed();
+                return Response::from_parts(head, body);
+            }
+            Err(failure) => {
+                let again = tried.len() < retries as usize
+                    && failure.retryable
+                    && next.is_some()
+                    && upstream.backends().eligible().len() > tried.len() + 1;
+                if again && upstream.stats().budget.withdraw(Instant::now()) {
+                    upstream.stats().retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        upstream = upstream.name(),
+                        backend = backend.name,
+                        "retrying on another backend: {}",
+                        failure.why
+                    );
+                    tried.push(backend.id);
+                    parts = next.expect("checked above");
+                    continue;
+                }
+                if again {
+                    upstream
+                        .stats()
+                        .retries_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        upstream = upstream.name(),
+                        "not retrying: the retry budget is spent"
+                    );
+                }
+                return local(&mut log, failure.status, failure.why);
+            }
+        }
+    }
+}
+
+/// A failed attempt: what to answer, and whether another backend may be
+/// tried.
+struct Failure {
+    status: StatusCode,
+    why: &'static str,
+    /// The request never produced an answer and may be sent again (a
+    /// response timeout is not retried: the backend may still be working).
+    retryable: bool,
+}
+
+/// Points `parts` at `backend` and adds the proxy headers.
+fn prepare(
+    mut parts: http::request::Parts,
+    body: UpstreamBody,
+    backend: &Backend,
+    host: Option<&str>,
+    client: SocketAddr,
+) -> Result<Request<UpstreamBody>, String> {
     let path_and_query = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = match Uri::builder()
+    parts.uri = Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(backend.authority.clone())
         .path_and_query(path_and_query)
         .build()
-    {
-        Ok(uri) => uri,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")),
-    };
+        .map_err(|e| format!("bad request target: {e}"))?;
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers);
-    if let Some(host) = &host
+    if let Some(host) = host
         && !parts.headers.contains_key(http::header::HOST)
         && let Ok(value) = http::HeaderValue::from_str(host)
     {
         parts.headers.insert(http::header::HOST, value);
     }
-    headers::set_forwarded(&mut parts.headers, client, host.as_deref());
-
-    forward(
-        &upstream,
-        &backend,
-        chosen_by,
-        Request::from_parts(parts, body.boxed()),
-    )
-    .await
+    headers::set_forwarded(&mut parts.headers, client, host);
+    Ok(Request::from_parts(parts, body))
 }
 
+/// Sends `request` to `backend`, counting it in flight (the returned guard
+/// keeps counting until the response body ends) and recording the outcome
+/// for metrics, latency and outlier detection.
 async fn forward(
     upstream: &Upstream,
     backend: &Arc<Backend>,
-    chosen_by: ChosenBy,
-    request: Request<crate::upstream::UpstreamBody>,
-) -> Response<ProxyBody> {
+    request: Request<UpstreamBody>,
+) -> Result<(Response<Incoming>, crate::upstream::InFlight), Failure> {
     let in_flight = backend.stats.start();
     let started = Instant::now();
     let sent = upstream.client().request(request);
-    let outcome = tokio::time::timeout(upstream.request_timeout(), sent).await;
-    let fields = (upstream.name(), backend.name.as_str(), chosen_by.as_str());
-    match outcome {
+    match tokio::time::timeout(upstream.request_timeout(), sent).await {
         Ok(Ok(response)) => {
-            backend.stats.record_success(started.elapsed());
-            tracing::debug!(
-                upstream = fields.0,
-                backend = fields.1,
-                chosen_by = fields.2,
-                status = response.status().as_u16(),
-                "proxied"
-            );
-            let (mut parts, body) = response.into_parts();
-            headers::remove_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, TrackedBody::new(body, in_flight).boxed())
+            let status = response.status().as_u16();
+            backend.stats.record_response(status, started.elapsed());
+            if status >= 500 {
+                upstream.observe(backend, Some(&|| format!("status {status}")));
+            } else {
+                upstream.observe(backend, None);
+            }
+            Ok((response, in_flight))
         }
         Ok(Err(error)) => {
             backend.stats.record_failure();
             let (status, why) = classify(&error);
+            let chain = error_chain(&error);
+            upstream.observe(backend, Some(&|| format!("{why}: {chain}")));
             tracing::warn!(
-                upstream = fields.0,
-                backend = fields.1,
+                upstream = upstream.name(),
+                backend = backend.name,
                 addr = %backend.addr,
-                chosen_by = fields.2,
-                "{}: {why}: {}",
+                "{}: {why}: {chain}",
                 status.as_u16(),
-                error_chain(&error)
             );
-            plain(status, why)
+            Err(Failure {
+                status,
+                why,
+                retryable: true,
+            })
         }
         Err(_) => {
             backend.stats.record_failure();
+            upstream.observe(backend, Some(&|| "no response in time".to_string()));
             tracing::warn!(
-                upstream = fields.0,
-                backend = fields.1,
+                upstream = upstream.name(),
+                backend = backend.name,
                 addr = %backend.addr,
-                chosen_by = fields.2,
                 timeout = ?upstream.request_timeout(),
                 "504: backend did not answer in time"
             );
-            plain(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the backend did not answer in time",
-            )
+            Err(Failure {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                why: "the backend did not answer in time",
+                retryable: false,
+            })
         }
     }
+}
+
+/// weir's own answer, logged.
+fn local(log: &mut Option<RequestLog>, status: StatusCode, why: &str) -> Response<ProxyBody> {
+    let response = plain(status, why);
+    if let Some(mut log) = log.take() {
+        log.status = status.as_u16();
+        log.finish(response.body().size_hint().exact().unwrap_or(0));
+    }
+    response
+}
+
+/// Methods RFC 9110 defines as idempotent: safe to send twice.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn empty() -> UpstreamBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// The host the client asked for: `:authority` (HTTP/2, absolute-form) or

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::state::BackendState;
+use crate::metrics::histogram::{Histogram, REQUEST_SECONDS};
+
 /// Identifies a backend within its upstream (see the WIT `backend-id`).
 pub type BackendId = u32;
 
@@ -21,6 +24,17 @@ pub enum Health {
     Draining,
 }
 
+impl Health {
+    /// The word used in logs, metrics and the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+            Health::Draining => "draining",
+        }
+    }
+}
+
 /// One backend server of an upstream.
 #[derive(Debug)]
 pub struct Backend {
@@ -32,25 +46,71 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// `addr` as a URI authority, made once for every request's URI.
     pub authority: http::uri::Authority,
-    /// Relative weight.
+    /// Relative weight as policies see it now (ramped during slow start).
     pub weight: u32,
+    /// Relative weight as configured (or set through the admin API).
+    pub base_weight: u32,
+    /// This backend's own in-flight limit, if it has one.
+    pub max_in_flight: Option<u32>,
     /// Labels from the config.
     pub metadata: Vec<(String, String)>,
     /// Health as of this backend set.
     pub health: Health,
     /// Live counters, shared by every set the backend appears in.
     pub stats: Arc<BackendStats>,
+    /// Health inputs (checks, ejection, drain), shared like `stats`.
+    pub state: Arc<BackendState>,
+    /// Why it is not healthy, when it is not.
+    pub reason: Option<String>,
+}
+
+impl Backend {
+    /// A copy with a new health and weight (for a new set).
+    pub fn with(&self, health: Health, weight: u32, reason: Option<String>) -> Backend {
+        Backend {
+            id: self.id,
+            name: self.name.clone(),
+            addr: self.addr,
+            authority: self.authority.clone(),
+            weight,
+            base_weight: self.base_weight,
+            max_in_flight: self.max_in_flight,
+            metadata: self.metadata.clone(),
+            health,
+            stats: self.stats.clone(),
+            state: self.state.clone(),
+            reason,
+        }
+    }
 }
 
 /// Live load of one backend, updated by the proxy and read by plugins
-/// through the `load` import.
-#[derive(Debug, Default)]
+/// through the `load` import and by `/metrics`.
+#[derive(Debug)]
 pub struct BackendStats {
     in_flight: AtomicU32,
     ewma_latency_us: AtomicU32,
     consecutive_failures: AtomicU32,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// Responses by status class: 1xx to 5xx.
+    responses: [AtomicU64; 5],
+    /// Time to the response headers of answered requests.
+    pub duration: Histogram,
+}
+
+impl Default for BackendStats {
+    fn default() -> Self {
+        BackendStats {
+            in_flight: AtomicU32::new(0),
+            ewma_latency_us: AtomicU32::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            responses: Default::default(),
+            duration: Histogram::new(REQUEST_SECONDS),
+        }
+    }
 }
 
 /// Weight of a new sample in the latency EWMA.
@@ -89,9 +149,31 @@ impl BackendStats {
         InFlight(self.clone())
     }
 
+    /// Responses answered by the backend with a status of class `class`
+    /// (1 to 5).
+    pub fn responses(&self, class: u16) -> u64 {
+        self.responses
+            .get(usize::from(class).wrapping_sub(1))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// Records a response's status and header latency.
+    pub fn record_response(&self, status: u16, latency: Duration) {
+        if let Some(counter) = self
+            .responses
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.duration.observe(latency);
+        self.record_success(latency);
+    }
+
     /// Records a response's header latency.
     pub fn record_success(&self, latency: Duration) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
         let sample = latency.as_micros().min(u32::MAX as u128) as f64;
         let old = self.ewma_latency_us.load(Ordering::Relaxed);
         let new = if old == 0 {
@@ -196,9 +278,13 @@ pub(crate) mod tests {
             addr: SocketAddr::from(([127, 0, 0, 1], 9000 + id as u16)),
             authority: http::uri::Authority::from_static("127.0.0.1:9000"),
             weight: 1,
+            base_weight: 1,
+            max_in_flight: None,
             metadata: vec![],
             health,
             stats: Arc::default(),
+            state: Arc::default(),
+            reason: None,
         })
     }
 

@@ -22,6 +22,20 @@ impl RoundRobin {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         Some(eligible[n % eligible.len()].clone())
     }
+
+    /// The next eligible backend for which `usable` holds, or none.
+    pub fn select_where(
+        &self,
+        set: &BackendSet,
+        usable: impl Fn(&Backend) -> bool,
+    ) -> Option<Arc<Backend>> {
+        let eligible = set.eligible();
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..eligible.len())
+            .map(|i| &eligible[(n + i) % eligible.len()])
+            .find(|b| usable(b))
+            .cloned()
+    }
 }
 
 #[cfg(test)]
@@ -40,6 +54,17 @@ mod tests {
         let rr = RoundRobin::default();
         let picks: Vec<_> = (0..4).map(|_| rr.select(&set).unwrap().id).collect();
         assert_eq!(picks, vec![0, 2, 0, 2]);
+    }
+
+    #[test]
+    fn select_where_skips_unusable_backends() {
+        let set = BackendSet::new((0..4).map(|id| backend(id, Health::Healthy)).collect());
+        let rr = RoundRobin::default();
+        let picks: Vec<_> = (0..4)
+            .map(|_| rr.select_where(&set, |b| b.id % 2 == 1).unwrap().id)
+            .collect();
+        assert_eq!(picks, vec![1, 1, 3, 3]);
+        assert!(rr.select_where(&set, |_| false).is_none());
     }
 
     #[test]

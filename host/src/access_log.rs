@@ -1,0 +1,204 @@
+//! The access log: one line per request, JSON or `key=value` text, written
+//! by a background thread so a slow disk never stalls a request. When the
+//! writer falls behind by [`QUEUE`] lines, new lines are dropped and
+//! counted (`weir_access_log_dropped_total`).
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::config::{AccessLogFormat, Config};
+
+/// Lines queued for the writer before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+/// Where access log lines go.
+pub struct AccessLog {
+    sender: SyncSender<String>,
+    format: AccessLogFormat,
+    dropped: AtomicU64,
+}
+
+/// One finished request.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    /// When the request arrived (RFC 3339, UTC, milliseconds).
+    pub time: String,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// Request method.
+    pub method: &'a str,
+    /// The `Host` (or `:authority`) asked for.
+    pub host: Option<&'a str>,
+    /// Request path, without the query.
+    pub path: &'a str,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes: u64,
+    /// From the request's arrival to the end of the response body, in
+    /// milliseconds.
+    pub duration_ms: f64,
+    /// The upstream that served it.
+    pub upstream: Option<&'a str>,
+    /// The backend that answered (or last failed).
+    pub backend: Option<&'a str>,
+    /// Who chose the backend: `plugin`, `round-robin`, `fallback`,
+    /// `reroute`.
+    pub chosen_by: Option<&'a str>,
+    /// The balancer plugin of the upstream, if it has one.
+    pub plugin: Option<&'a str>,
+    /// Backends tried (more than 1 after retries).
+    pub attempts: u32,
+}
+
+impl AccessLog {
+    /// Opens the log `config` asks for (none when it is off) and starts its
+    /// writer thread, which ends when the log is dropped.
+    pub fn open(config: &Config) -> std::io::Result<Option<AccessLog>> {
+        if !config.access_log.enabled {
+            return Ok(None);
+        }
+        let out: Box<dyn Write + Send> = match config.access_log_path() {
+            None => Box::new(std::io::stdout()),
+            Some(path) => Box::new(open_file(&path)?),
+        };
+        let (sender, receiver) = mpsc::sync_channel::<String>(QUEUE);
+        std::thread::Builder::new()
+            .name("weir-access-log".into())
+            .spawn(move || {
+                let mut out = BufWriter::new(out);
+                while let Ok(line) = receiver.recv() {
+                    let _ = out.write_all(line.as_bytes());
+                    while let Ok(line) = receiver.try_recv() {
+                        let _ = out.write_all(line.as_bytes());
+                    }
+                    let _ = out.flush();
+                }
+            })?;
+        Ok(Some(AccessLog {
+            sender,
+            format: config.access_log.format,
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// Writes one line for `entry`.
+    pub fn log(&self, entry: &Entry) {
+        let line = match self.format {
+            AccessLogFormat::Json => {
+                let mut line = serde_json::to_string(entry).unwrap_or_default();
+                line.push('\n');
+                line
+            }
+            AccessLogFormat::Text => text_line(entry),
+        };
+        if let Err(TrySendError::Full(_)) = self.sender.try_send(line) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Lines dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn open_file(path: &PathBuf) -> std::io::Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
+}
+
+fn text_line(e: &Entry) -> String {
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
+    format!(
+        "{} client={} method={} host={} path={:?} status={} bytes={} duration_ms={:.3} upstream={} backend={} chosen_by={} plugin={} attempts={}\n",
+        e.time,
+        e.client,
+        e.method,
+        dash(e.host),
+        e.path,
+        e.status,
+        e.bytes,
+        e.duration_ms,
+        dash(e.upstream),
+        dash(e.backend),
+        dash(e.chosen_by),
+        dash(e.plugin),
+        e.attempts
+    )
+}
+
+/// `time` as RFC 3339 in UTC with milliseconds.
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = since.as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days to civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339_in_utc() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_600_000_123);
+        assert_eq!(rfc3339(t), "2026-11-25T09:46:40.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn text_lines_name_every_field() {
+        let entry = Entry {
+            time: "t".into(),
+            client: "127.0.0.1:5".parse().unwrap(),
+            method: "GET",
+            host: None,
+            path: "/a b",
+            status: 200,
+            bytes: 3,
+            duration_ms: 1.5,
+            upstream: Some("web"),
+            backend: Some("b1"),
+            chosen_by: Some("plugin"),
+            plugin: Some("round-robin"),
+            attempts: 1,
+        };
+        assert_eq!(
+            text_line(&entry),
+            "t client=127.0.0.1:5 method=GET host=- path=\"/a b\" status=200 bytes=3 duration_ms=1.500 upstream=web backend=b1 chosen_by=plugin plugin=round-robin attempts=1\n"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&entry).unwrap()).unwrap();
+        assert_eq!(json["status"], 200);
+        assert_eq!(json["host"], serde_json::Value::Null);
+    }
+}

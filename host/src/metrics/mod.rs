@@ -1,0 +1,311 @@
+//! `/metrics`: everything weir counts, in the Prometheus text exposition
+//! format (version 0.0.4), rendered on request from the live counters.
+
+pub mod histogram;
+
+use std::fmt::Write;
+
+use std::sync::Arc;
+
+use crate::snapshot::Snapshot;
+use crate::upstream::{Backend, Health};
+
+/// Process-wide counters that do not live in the snapshot.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessCounters {
+    /// Snapshots swapped in by reloads.
+    pub reloads: u64,
+    /// Reloads rejected (bad config, or a plugin without a good version).
+    pub reload_failures: u64,
+    /// Plugin files rejected (each distinct file once).
+    pub plugin_rejections: u64,
+    /// Access log lines dropped because the writer fell behind.
+    pub access_log_dropped: u64,
+}
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every metric, as Prometheus text.
+pub fn render(snapshot: &Snapshot, process: ProcessCounters) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let upstreams: Vec<_> = snapshot.upstreams().collect();
+    let backends: Vec<_> = upstreams
+        .iter()
+        .flat_map(|(name, upstream)| {
+            let set = upstream.backends();
+            let labels: Vec<_> = set
+                .iter()
+                .map(|b| {
+                    (
+                        format!(
+                            "upstream=\"{}\",backend=\"{}\"",
+                            escape(name),
+                            escape(&b.name)
+                        ),
+                        b.clone(),
+                    )
+                })
+                .collect();
+            labels
+        })
+        .collect();
+
+    header(
+        &mut out,
+        "weir_requests_total",
+        "counter",
+        "Responses from backends, by status class.",
+    );
+    for (labels, b) in &backends {
+        for class in 1..=5 {
+            let _ = writeln!(
+                out,
+                "weir_requests_total{{{labels},code=\"{class}xx\"}} {}",
+                b.stats.responses(class)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "weir_request_duration_seconds",
+        "histogram",
+        "Time from sending a request to a backend to its response headers.",
+    );
+    for (labels, b) in &backends {
+        b.stats
+            .duration
+            .render(&mut out, "weir_request_duration_seconds", labels);
+    }
+    per_backend(
+        &mut out,
+        "weir_backend_failures_total",
+        "counter",
+        "Requests to a backend that got no response (connect error, reset, timeout).",
+        &backends,
+        |b| b.stats.failures().to_string(),
+    );
+    per_backend(
+        &mut out,
+        "weir_backend_in_flight",
+        "gauge",
+        "Requests sent to a backend and not finished.",
+        &backends,
+        |b| b.stats.in_flight().to_string(),
+    );
+    per_backend(
+        &mut out,
+        "weir_backend_latency_ewma_seconds",
+        "gauge",
+        "Moving average of a backend's response-header latency.",
+        &backends,
+        |b| (f64::from(b.stats.ewma_latency_us()) / 1e6).to_string(),
+    );
+    per_backend(
+        &mut out,
+        "weir_backend_weight",
+        "gauge",
+        "A backend's weight as policies see it (ramped during slow start).",
+        &backends,
+        |b| b.weight.to_string(),
+    );
+    header(
+        &mut out,
+        "weir_backend_health",
+        "gauge",
+        "1 for a backend's current health state, 0 for the others.",
+    );
+    for (labels, b) in &backends {
+        for state in [Health::Healthy, Health::Unhealthy, Health::Draining] {
+            let _ = writeln!(
+                out,
+                "weir_backend_health{{{labels},state=\"{}\"}} {}",
+                state.as_str(),
+                u8::from(b.health == state)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "weir_health_checks_total",
+        "counter",
+        "Active health checks, by result.",
+    );
+    for (labels, b) in &backends {
+        let _ = writeln!(
+            out,
+            "weir_health_checks_total{{{labels},result=\"pass\"}} {}",
+            b.state.checks_passed()
+        );
+        let _ = writeln!(
+            out,
+            "weir_health_checks_total{{{labels},result=\"fail\"}} {}",
+            b.state.checks_failed()
+        );
+    }
+    per_backend(
+        &mut out,
+        "weir_backend_ejections_total",
+        "counter",
+        "Times outlier detection ejected a backend.",
+        &backends,
+        |b| b.state.ejections().to_string(),
+    );
+
+    use std::sync::atomic::Ordering::Relaxed;
+    header(
+        &mut out,
+        "weir_retries_total",
+        "counter",
+        "Requests retried on another backend.",
+    );
+    for (name, u) in &upstreams {
+        let _ = writeln!(
+            out,
+            "weir_retries_total{{upstream=\"{}\"}} {}",
+            escape(name),
+            u.stats().retries.load(Relaxed)
+        );
+    }
+    header(
+        &mut out,
+        "weir_retries_refused_total",
+        "counter",
+        "Retries not made because the retry budget was spent.",
+    );
+    for (name, u) in &upstreams {
+        let _ = writeln!(
+            out,
+            "weir_retries_refused_total{{upstream=\"{}\"}} {}",
+            escape(name),
+            u.stats().retries_refused.load(Relaxed)
+        );
+    }
+    header(
+        &mut out,
+        "weir_unavailable_total",
+        "counter",
+        "Requests answered 503 by weir without a backend, by reason.",
+    );
+    for (name, u) in &upstreams {
+        let name = escape(name);
+        let _ = writeln!(
+            out,
+            "weir_unavailable_total{{upstream=\"{name}\",reason=\"no_backend\"}} {}",
+            u.stats().no_backend.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "weir_unavailable_total{{upstream=\"{name}\",reason=\"max_in_flight\"}} {}",
+            u.stats().saturated.load(Relaxed)
+        );
+    }
+
+    let plugins: Vec<_> = upstreams
+        .iter()
+        .filter_map(|(name, u)| {
+            let plugin = u.balancer()?.pool.plugin().name().to_string();
+            Some((
+                format!(
+                    "upstream=\"{}\",plugin=\"{}\"",
+                    escape(name),
+                    escape(&plugin)
+                ),
+                *u,
+            ))
+        })
+        .collect();
+    header(
+        &mut out,
+        "weir_plugin_call_duration_seconds",
+        "histogram",
+        "Duration of balancer plugin calls (select).",
+    );
+    for (labels, u) in &plugins {
+        u.stats()
+            .plugin_calls
+            .render(&mut out, "weir_plugin_call_duration_seconds", labels);
+    }
+    header(
+        &mut out,
+        "weir_plugin_failures_total",
+        "counter",
+        "Balancer plugin calls that trapped, timed out or answered nonsense.",
+    );
+    for (labels, u) in &plugins {
+        let _ = writeln!(
+            out,
+            "weir_plugin_failures_total{{{labels}}} {}",
+            u.stats().plugin_failures.load(Relaxed)
+        );
+    }
+
+    for (name, kind, help, value) in [
+        (
+            "weir_reloads_total",
+            "counter",
+            "Configuration and plugin reloads that took effect.",
+            process.reloads,
+        ),
+        (
+            "weir_reload_failures_total",
+            "counter",
+            "Reloads rejected; the running configuration kept serving.",
+            process.reload_failures,
+        ),
+        (
+            "weir_plugin_rejections_total",
+            "counter",
+            "Plugin files rejected (broken, wrong world, init failed).",
+            process.plugin_rejections,
+        ),
+        (
+            "weir_access_log_dropped_total",
+            "counter",
+            "Access log lines dropped because the writer fell behind.",
+            process.access_log_dropped,
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    out
+}
+
+/// A family with one sample per backend.
+fn per_backend(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    backends: &[(String, Arc<Backend>)],
+    value: impl Fn(&Backend) -> String,
+) {
+    header(out, name, kind, help);
+    for (labels, b) in backends {
+        let _ = writeln!(out, "{name}{{{labels}}} {}", value(b));
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value with `\`, `"` and newlines escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

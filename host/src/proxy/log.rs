@@ -1,0 +1,80 @@
+//! What the access log needs to know about a request, gathered as it runs
+//! and written when its response ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::Method;
+
+use crate::access_log::{AccessLog, Entry, rfc3339};
+use crate::upstream::{Backend, ChosenBy, Upstream};
+
+/// One request's access log line in the making; written by [`finish`].
+///
+/// [`finish`]: RequestLog::finish
+pub(crate) struct RequestLog {
+    log: Arc<AccessLog>,
+    arrived: SystemTime,
+    started: Instant,
+    client: SocketAddr,
+    method: Method,
+    host: Option<String>,
+    path: String,
+    pub(crate) upstream: Option<Arc<Upstream>>,
+    pub(crate) backend: Option<Arc<Backend>>,
+    pub(crate) chosen_by: Option<ChosenBy>,
+    pub(crate) attempts: u32,
+    pub(crate) status: u16,
+}
+
+impl RequestLog {
+    /// Starts the line for a request that arrived `started`.
+    pub(crate) fn start(
+        log: Arc<AccessLog>,
+        started: Instant,
+        client: SocketAddr,
+        method: &Method,
+        host: Option<&str>,
+        path: &str,
+    ) -> RequestLog {
+        RequestLog {
+            log,
+            arrived: SystemTime::now() - started.elapsed(),
+            started,
+            client,
+            method: method.clone(),
+            host: host.map(str::to_string),
+            path: path.to_string(),
+            upstream: None,
+            backend: None,
+            chosen_by: None,
+            attempts: 0,
+            status: 0,
+        }
+    }
+
+    /// Writes the line: the response is over, having sent `bytes` of body.
+    pub(crate) fn finish(self, bytes: u64) {
+        let plugin = self
+            .upstream
+            .as_ref()
+            .and_then(|u| u.balancer())
+            .map(|b| b.pool.plugin().name());
+        self.log.log(&Entry {
+            time: rfc3339(self.arrived),
+            client: self.client,
+            method: self.method.as_str(),
+            host: self.host.as_deref(),
+            path: &self.path,
+            status: self.status,
+            bytes,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            upstream: self.upstream.as_ref().map(|u| u.name()),
+            backend: self.backend.as_ref().map(|b| b.name.as_str()),
+            chosen_by: self.chosen_by.map(ChosenBy::as_str),
+            plugin,
+            attempts: self.attempts,
+        });
+    }
+}

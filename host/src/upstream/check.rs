@@ -1,0 +1,167 @@
+//! Active health checks: every interval, probe each backend of an upstream
+//! at once (HTTP request or TCP connect) on a fresh connection, off the
+//! request path, and feed the results to the backends' rise/fall counters.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+use super::Upstream;
+use crate::config::{HealthCheckConfig, HealthCheckKind};
+
+/// Most of a response body an HTTP check reads for `body_contains`.
+const MAX_CHECK_BODY: usize = 64 * 1024;
+
+/// One upstream's probe, resolved from its config.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    kind: HealthCheckKind,
+    method: Method,
+    path: String,
+    host: Option<String>,
+    statuses: Vec<(u16, u16)>,
+    body_contains: Option<String>,
+    timeout: Duration,
+    interval: Duration,
+    jitter_percent: u32,
+    rise: u32,
+    fall: u32,
+}
+
+impl Probe {
+    /// The probe `config` describes (already validated).
+    pub fn new(config: &HealthCheckConfig) -> Probe {
+        Probe {
+            kind: config.kind,
+            method: Method::from_bytes(config.method.as_bytes()).unwrap_or(Method::GET),
+            path: config.path.clone(),
+            host: config.host.clone(),
+            statuses: config.status_ranges(),
+            body_contains: config.body_contains.clone(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            interval: Duration::from_millis(config.interval_ms),
+            jitter_percent: config.jitter_percent,
+            rise: config.rise,
+            fall: config.fall,
+        }
+    }
+
+    /// Checks the backend at `addr` once; the error says what failed.
+    pub async fn check(&self, addr: SocketAddr) -> Result<(), String> {
+        match tokio::time::timeout(self.timeout, self.attempt(addr)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+
+    async fn attempt(&self, addr: SocketAddr) -> Result<(), String> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        if self.kind == HealthCheckKind::Tcp {
+            return Ok(());
+        }
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let connection = tokio::spawn(connection);
+        let host = self.host.clone().unwrap_or_else(|| addr.to_string());
+        let request = Request::builder()
+            .method(self.method.clone())
+            .uri(&self.path)
+            .header(header::HOST, host)
+            .header(header::USER_AGENT, "weir-health-check")
+            .header(header::CONNECTION, "close")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("building the request: {e}"))?;
+        let result = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            let status = response.status().as_u16();
+            if !self
+                .statuses
+                .iter()
+                .any(|&(low, high)| (low..=high).contains(&status))
+            {
+                return Err(format!("status {status}"));
+            }
+            let Some(needle) = &self.body_contains else {
+                return Ok(());
+            };
+            let body = http_body_util::Limited::new(response.into_body(), MAX_CHECK_BODY)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            if String::from_utf8_lossy(&body).contains(needle.as_str()) {
+                Ok(())
+            } else {
+                Err(format!("body does not contain {needle:?}"))
+            }
+        }
+        .await;
+        connection.abort();
+        result
+    }
+
+    /// The wait before the next round: the interval plus up to
+    /// `jitter_percent` of it.
+    fn next_wait(&self, seed: &mut u64) -> Duration {
+        // xorshift64: spreading checks needs no better randomness.
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        let spread = self.interval.as_secs_f64() * f64::from(self.jitter_percent) / 100.0;
+        self.interval + Duration::from_secs_f64(spread * (*seed % 1000) as f64 / 1000.0)
+    }
+}
+
+/// Checks `upstream`'s backends every interval until the upstream is
+/// retired or dropped. The first round runs at once.
+pub async fn run(upstream: Weak<Upstream>, probe: Arc<Probe>) {
+    let mut seed =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8) | 1;
+    loop {
+        let Some(live) = upstream.upgrade().filter(|u| !u.is_retired()) else {
+            return;
+        };
+        let (set, name) = (live.backends(), live.name.clone());
+        drop(live);
+        let mut probes = JoinSet::new();
+        for backend in set.iter() {
+            let (backend, probe) = (backend.clone(), probe.clone());
+            probes.spawn(async move {
+                let result = probe.check(backend.addr).await;
+                (backend, result)
+            });
+        }
+        let mut changed = false;
+        while let Some(Ok((backend, result))) = probes.join_next().await {
+            if let Err(why) = &result {
+                tracing::debug!(upstream = %name, backend = backend.name, "health check failed: {why}");
+            }
+            // The change itself is logged, with the reason, when the
+            // upstream's set is rebuilt.
+            changed |= backend
+                .state
+                .record_check(result, probe.rise, probe.fall, Instant::now())
+                .is_some();
+        }
+        if changed && let Some(live) = upstream.upgrade() {
+            live.refresh();
+        }
+        tokio::time::sleep(probe.next_wait(&mut seed)).await;
+    }
+}
