@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use support::*;
 
+/// The weir binary, with the admin token `examples/weir.toml` reads from
+/// the environment.
 fn weir() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command.env("WEIR_ADMIN_TOKEN", "example-token");
+    command
 }
 
 /// Runs `weir check` on `text` written to a file; returns the file's path
@@ -121,6 +125,27 @@ fn the_example_config_checks() {
         stdout.contains("2 upstream(s), plugins: consistent-hash"),
         "{stdout}"
     );
+}
+
+#[test]
+fn an_unset_admin_token_variable_is_reported_with_its_line() {
+    let text = config_text(&["127.0.0.1:9".parse().unwrap()], "", "")
+        + "\n[admin]\naddress = \"127.0.0.1:0\"\ntoken_env = \"WEIR_TEST_UNSET_TOKEN\"\n";
+    let (_dir, path) = write_config(&text);
+    let out = weir()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("token_env"))
+        .unwrap()
+        + 1;
+    assert!(stderr.contains(&format!("weir.toml:{line}:")), "{stderr}");
+    assert!(stderr.contains("WEIR_TEST_UNSET_TOKEN"), "{stderr}");
 }
 
 #[test]

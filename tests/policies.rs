@@ -23,7 +23,7 @@ use support::*;
 /// tests measure; the deadline itself is `tests/sandbox.rs`'s business.
 fn config(backends: &[(&str, SocketAddr, u32)], plugin: &str, settings: &str) -> String {
     let mut text = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins]\ndir = {:?}\nmax_instances = 64\ntimeout_ms = 100\n\n\
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[access_log]\nenabled = false\n\n[plugins]\ndir = {:?}\nmax_instances = 64\ntimeout_ms = 100\n\n\
          [[routes]]\nupstream = \"web\"\n\n[upstreams.web]\n\n\
          [upstreams.web.balancer]\nplugin = \"{plugin}\"\nsettings = {settings}\n\n",
         plugin_dir().display().to_string()

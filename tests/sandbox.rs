@@ -175,7 +175,7 @@ async fn ten_thousand_backends_reach_the_plugin_within_the_default_deadline() {
     // a select's 5 ms default on a busy machine. It must not cost the plugin
     // its decisions.
     let mut text = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[plugins]\ndir = {:?}\nmax_instances = 8\n\
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[access_log]\nenabled = false\n[plugins]\ndir = {:?}\nmax_instances = 8\n\
          [upstreams.web.balancer]\nplugin = \"round-robin\"\n",
         plugin_dir().display().to_string()
     );
@@ -199,7 +199,7 @@ async fn ten_thousand_backends_reach_the_plugin_within_the_default_deadline() {
     };
     let mut ids = std::collections::HashSet::new();
     for _ in 0..100 {
-        match upstream.choose(&mut view) {
+        match upstream.choose(&mut view, &[]) {
             weir::upstream::Choice::Backend(backend, weir::upstream::ChosenBy::Plugin) => {
                 ids.insert(backend.id);
             }

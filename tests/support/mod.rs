@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -55,6 +55,9 @@ pub enum Behaviour {
     Status(u16),
     /// `200` with body `NAME\n`, after this long: a slow server.
     Delay(std::time::Duration),
+    /// Answers with the status last given to [`TestBackend::set_status`]
+    /// (initially 200) and body `NAME\n`.
+    Switchable,
 }
 
 /// A real HTTP server on `127.0.0.1:0`.
@@ -62,7 +65,10 @@ pub struct TestBackend {
     pub name: String,
     pub addr: SocketAddr,
     pub requests: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    status: Arc<AtomicU16>,
+    /// The accept loop and every connection: dropping or killing the
+    /// backend aborts them all, as a crashed server would.
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl TestBackend {
@@ -70,27 +76,56 @@ impl TestBackend {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicU64::new(0));
-        let (counter, label) = (requests.clone(), name.to_string());
-        let task = tokio::spawn(async move {
+        let status = Arc::new(AtomicU16::new(200));
+        let tasks = Arc::new(Mutex::new(Vec::new()));
+        let (counter, label, current, spawned) = (
+            requests.clone(),
+            name.to_string(),
+            status.clone(),
+            tasks.clone(),
+        );
+        let accept = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (counter, label) = (counter.clone(), label.clone());
-                tokio::spawn(async move {
+                let (counter, label, current) = (counter.clone(), label.clone(), current.clone());
+                let connection = tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         counter.fetch_add(1, Ordering::Relaxed);
                         let label = label.clone();
+                        let behaviour = match behaviour {
+                            Behaviour::Switchable => {
+                                Behaviour::Status(current.load(Ordering::Relaxed))
+                            }
+                            other => other,
+                        };
                         async move { Ok::<_, Infallible>(answer(&label, behaviour, req).await) }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
+                spawned.lock().unwrap().push(connection.abort_handle());
             }
         });
+        tasks.lock().unwrap().push(accept.abort_handle());
         TestBackend {
             name: name.to_string(),
             addr,
             requests,
-            task,
+            status,
+            tasks,
+        }
+    }
+
+    /// Sets the status a [`Behaviour::Switchable`] backend answers with.
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Stops the server at once: the listener closes (new connections are
+    /// refused) and open connections are cut, requests in flight included.
+    pub fn kill(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
         }
     }
 
@@ -101,7 +136,7 @@ impl TestBackend {
 
 impl Drop for TestBackend {
     fn drop(&mut self) {
-        self.task.abort();
+        self.kill();
     }
 }
 
@@ -117,6 +152,7 @@ async fn answer(name: &str, behaviour: Behaviour, req: Request<Incoming>) -> Res
             tokio::time::sleep(delay).await;
             Response::new(Full::new(Bytes::from(format!("{name}\n"))))
         }
+        Behaviour::Switchable => unreachable!("resolved to a status per request"),
         Behaviour::Hang => {
             std::future::pending::<()>().await;
             unreachable!()
@@ -156,7 +192,7 @@ pub async fn dead_addr() -> SocketAddr {
 /// noise. Hostile plugins hit it all the same.
 pub fn config_text(backends: &[SocketAddr], upstream_extra: &str, plugins_extra: &str) -> String {
     let mut text = format!(
-        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[plugins]\ndir = {:?}\nmax_instances = 64\ntimeout_ms = 100\n{plugins_extra}\n\n\
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[access_log]\nenabled = false\n\n[plugins]\ndir = {:?}\nmax_instances = 64\ntimeout_ms = 100\n{plugins_extra}\n\n\
          [[routes]]\nupstream = \"web\"\n\n[upstreams.web]\n{upstream_extra}\n",
         plugin_dir().display().to_string()
     );
@@ -260,4 +296,101 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Steady load from `tasks` concurrent clients until stopped; counts
+/// answers by status and body.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    handles: Vec<tokio::task::JoinHandle<Vec<(u16, String)>>>,
+}
+
+impl Load {
+    pub fn start(url: &str, tasks: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = client();
+        let handles = (0..tasks)
+            .map(|_| {
+                let (stop, client, url) = (stop.clone(), client.clone(), url.to_string());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    // Bounded: stops when told, or after 200,000 requests.
+                    while !stop.load(Ordering::Relaxed) && seen.len() < 200_000 {
+                        let (status, body) = get(&client, &url).await;
+                        seen.push((status.as_u16(), body.trim().to_string()));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, handles }
+    }
+
+    /// Stops the load and checks that it was at least `at_least` requests,
+    /// every one answered `200`; returns the answers.
+    pub async fn finish_all_ok(self, at_least: usize) -> Vec<(u16, String)> {
+        let seen = self.finish().await;
+        let failed: Vec<_> = seen.iter().filter(|(status, _)| *status != 200).collect();
+        assert!(
+            failed.is_empty(),
+            "{} of {} failed: {:?}",
+            failed.len(),
+            seen.len(),
+            &failed[..failed.len().min(5)]
+        );
+        assert!(seen.len() >= at_least, "too little load: {}", seen.len());
+        seen
+    }
+
+    pub async fn finish(self) -> Vec<(u16, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for handle in self.handles {
+            all.extend(handle.await.unwrap());
+        }
+        all
+    }
+}
+
+/// Waits, polling, until `done` (at most 30 s).
+pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Sends one request to weir's admin API at `addr`, with `token` as bearer
+/// token if given; returns status and body.
+pub async fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client().request(request))
+        .await
+        .expect("admin request timed out")
+        .expect("admin request failed");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The health of backend `name` of upstream `web` as weir sees it now.
+pub fn health_of(proxy: &TestProxy, name: &str) -> weir::upstream::Health {
+    let snapshot = proxy.server.snapshot();
+    let set = snapshot.upstream("web").unwrap().backends();
+    set.iter().find(|b| b.name == name).unwrap().health
 }
