@@ -12,6 +12,8 @@
 #   comparison is steadier than the harness's medians on a shared machine.
 #   env SHARED          folder holding bench/proxy-bench.sh (default ../shared,
 #                       relative to the repo root)
+#   env ACCESS_LOG      true: weir writes its JSON access log (to a file in the
+#                       work dir); default false, like nginx and HAProxy here
 #   env CARGO_TARGET_DIR (default target/), WEIR_PLUGIN_DIR (default
 #                       $CARGO_TARGET_DIR/plugins, built by `cargo xtask plugins`)
 # Pinning: both weirs run on CPU 1 like nginx and HAProxy; wrk and the
@@ -40,6 +42,11 @@ config() { # port balancer-table -> config text
   cat <<CONF
 [[listeners]]
 address = "127.0.0.1:$1"
+
+# Like nginx and HAProxy in the harness (access_log off).
+[access_log]
+enabled = ${ACCESS_LOG:-false}
+path = "$W/access-$1.log"
 
 [plugins]
 dir = "$PLUGIN_DIR"

@@ -59,16 +59,21 @@ impl Drop for DemoBackend {
 }
 
 /// The demo's configuration: `listen` in front of `backends`, balanced by
-/// the `round-robin` plugin from `plugin_dir`.
+/// the `round-robin` plugin from `plugin_dir`, health-checked every 2 s,
+/// with the access log on stdout and the admin API on loopback port 9901
+/// (a free port when `listen` asks for one).
 pub fn config(
     listen: SocketAddr,
     backends: &[SocketAddr],
     plugin_dir: &Path,
 ) -> Result<Config, ConfigError> {
+    let admin_port = if listen.port() == 0 { 0 } else { 9901 };
     let mut text = format!(
         "[[listeners]]\naddress = \"{listen}\"\n\n[plugins]\ndir = {dir}\n\n\
+         [admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n\
          [[routes]]\npath_prefix = \"/\"\nupstream = \"demo\"\n\n\
-         [upstreams.demo.balancer]\nplugin = \"round-robin\"\n",
+         [upstreams.demo.balancer]\nplugin = \"round-robin\"\n\n\
+         [upstreams.demo.health_check]\npath = \"/\"\ninterval_ms = 2000\n",
         dir = toml_string(&plugin_dir.display().to_string()),
     );
     for (i, addr) in backends.iter().enumerate() {

@@ -140,7 +140,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .join(", ")
             );
             println!("try:  for i in 1 2 3 4 5 6; do curl -s {url}; done");
-            println!("Ctrl-C stops it.");
+            if let Some(admin) = server.admin_addr() {
+                println!(
+                    "admin API (no token in the demo):  curl -s http://{admin}/upstreams   curl -s http://{admin}/metrics"
+                );
+            }
+            println!("one JSON access log line per request follows. Ctrl-C stops it.");
             wait_for_signal(None).await;
             server.shutdown(Duration::from_secs(2)).await;
             Ok(())
