@@ -54,6 +54,8 @@ pub struct Entry<'a> {
     pub chosen_by: Option<&'a str>,
     /// The balancer plugin of the upstream, if it has one.
     pub plugin: Option<&'a str>,
+    /// The filter that answered, rerouted or failed the request, if one did.
+    pub filter: Option<&'a str>,
     /// Backends tried (more than 1 after retries).
     pub attempts: u32,
 }
@@ -121,7 +123,7 @@ fn open_file(path: &PathBuf) -> std::io::Result<std::fs::File> {
 fn text_line(e: &Entry) -> String {
     let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
     format!(
-        "{} client={} method={} host={} path={:?} status={} bytes={} duration_ms={:.3} upstream={} backend={} chosen_by={} plugin={} attempts={}\n",
+        "{} client={} method={} host={} path={:?} status={} bytes={} duration_ms={:.3} upstream={} backend={} chosen_by={} plugin={} filter={} attempts={}\n",
         e.time,
         e.client,
         e.method,
@@ -134,6 +136,7 @@ fn text_line(e: &Entry) -> String {
         dash(e.backend),
         dash(e.chosen_by),
         dash(e.plugin),
+        dash(e.filter),
         e.attempts
     )
 }
@@ -190,11 +193,12 @@ mod tests {
             backend: Some("b1"),
             chosen_by: Some("plugin"),
             plugin: Some("round-robin"),
+            filter: None,
             attempts: 1,
         };
         assert_eq!(
             text_line(&entry),
-            "t client=127.0.0.1:5 method=GET host=- path=\"/a b\" status=200 bytes=3 duration_ms=1.500 upstream=web backend=b1 chosen_by=plugin plugin=round-robin attempts=1\n"
+            "t client=127.0.0.1:5 method=GET host=- path=\"/a b\" status=200 bytes=3 duration_ms=1.500 upstream=web backend=b1 chosen_by=plugin plugin=round-robin filter=- attempts=1\n"
         );
         let json: serde_json::Value =
             serde_json::from_str(&serde_json::to_string(&entry).unwrap()).unwrap();

@@ -96,8 +96,9 @@ impl Admin {
                     reload_failures: self.reloader.failures(),
                     plugin_rejections: self.reloader.store().rejections(),
                     access_log_dropped: self.access_log.as_ref().map_or(0, |l| l.dropped()),
+                    plugin_counters: self.reloader.store().runtime().counters(),
                 };
-                let mut response = text(StatusCode::OK, metrics::render(&snapshot, counters));
+                let mut response = text(StatusCode::OK, metrics::render(&snapshot, &counters));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
                     metrics::CONTENT_TYPE.parse().expect("valid header"),

@@ -200,6 +200,46 @@ pub struct RouteConfig {
     pub path_prefix: Spanned<String>,
     /// Name of the upstream that serves matching requests.
     pub upstream: Spanned<String>,
+    /// Filters every matching request passes through, in order, before the
+    /// balancer (`[[routes.filters]]`).
+    #[serde(default)]
+    pub filters: Vec<FilterConfig>,
+    /// What a failed filter call does, for filters that do not say:
+    /// `closed` (answer 503, the default) or `open` (skip the filter).
+    #[serde(default)]
+    pub on_filter_failure: FilterFailure,
+}
+
+/// One filter in a route's chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Plugin name: weir loads `NAME.wasm` from the plugin directory.
+    pub plugin: Spanned<String>,
+    /// The filter's own settings, handed to its `init` as JSON.
+    #[serde(default)]
+    pub settings: toml::Table,
+    /// What a failed call of this filter does; default the route's
+    /// `on_filter_failure`.
+    pub on_failure: Option<FilterFailure>,
+}
+
+impl FilterConfig {
+    /// The settings as the JSON text a filter's `init` receives.
+    pub fn settings_json(&self) -> String {
+        serde_json::to_string(&self.settings).unwrap_or_else(|_| "{}".to_string())
+    }
+}
+
+/// What a failed filter call (trap, timeout, nonsense answer) does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterFailure {
+    /// Answer 503: the request does not get past a filter that failed.
+    #[default]
+    Closed,
+    /// Skip the filter and go on.
+    Open,
 }
 
 fn default_prefix() -> Spanned<String> {
@@ -588,6 +628,14 @@ impl Config {
                     ),
                 ));
             }
+            for filter in &route.filters {
+                validate_plugin_name(
+                    self,
+                    "route filter",
+                    filter.plugin.get_ref(),
+                    filter.plugin.span(),
+                )?;
+            }
             if !route.path_prefix.get_ref().starts_with('/') {
                 return Err(self.error(
                     route.path_prefix.span(),
@@ -704,19 +752,12 @@ impl Config {
             ));
         }
         if let Some(balancer) = &upstream.balancer {
-            let plugin = balancer.plugin.get_ref();
-            let valid = !plugin.is_empty()
-                && plugin
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !valid {
-                return Err(self.error(
-                    balancer.plugin.span(),
-                    format!(
-                        "upstream {name}: plugin name {plugin:?} must be letters, digits, '-' or '_' (weir loads NAME.wasm)"
-                    ),
-                ));
-            }
+            validate_plugin_name(
+                self,
+                &format!("upstream {name}:"),
+                balancer.plugin.get_ref(),
+                balancer.plugin.span(),
+            )?;
         }
         Ok(())
     }
@@ -778,6 +819,26 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Plugin names become file names: letters, digits, `-` and `_` only.
+fn validate_plugin_name(
+    config: &Config,
+    what: &str,
+    plugin: &str,
+    span: Range<usize>,
+) -> Result<(), ConfigError> {
+    let valid = !plugin.is_empty()
+        && plugin
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if valid {
+        return Ok(());
+    }
+    Err(config.error(
+        span,
+        format!("{what} plugin name {plugin:?} must be letters, digits, '-' or '_' (weir loads NAME.wasm)"),
+    ))
 }
 
 impl ConfigSource {

@@ -5,15 +5,11 @@
 //! written first. Hosts compare case-insensitively without their port, and
 //! `*.example.com` matches any name ending in `.example.com`.
 
-use std::sync::Arc;
-
-use crate::upstream::Upstream;
-
-/// One compiled route.
-pub struct Route {
+/// One compiled route, leading to a `T`.
+struct Route<T> {
     host: Option<HostPattern>,
     prefix: String,
-    upstream: Arc<Upstream>,
+    target: T,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,30 +40,31 @@ impl HostPattern {
     }
 }
 
-/// The routes of one configuration, ordered for matching.
-pub struct Router {
-    routes: Vec<Route>,
+/// The routes of one configuration, ordered for matching, each leading to a
+/// `T` (the snapshot's route: upstream and filter chain).
+pub struct Router<T> {
+    routes: Vec<Route<T>>,
 }
 
-impl Router {
-    /// Orders `(host, prefix, upstream)` routes by precedence; the sort is
+impl<T> Router<T> {
+    /// Orders `(host, prefix, target)` routes by precedence; the sort is
     /// stable, so config order breaks ties.
-    pub fn new(routes: Vec<(Option<String>, String, Arc<Upstream>)>) -> Router {
-        let mut routes: Vec<Route> = routes
+    pub fn new(routes: Vec<(Option<String>, String, T)>) -> Router<T> {
+        let mut routes: Vec<Route<T>> = routes
             .into_iter()
-            .map(|(host, prefix, upstream)| Route {
+            .map(|(host, prefix, target)| Route {
                 host: host.as_deref().map(HostPattern::parse),
                 prefix,
-                upstream,
+                target,
             })
             .collect();
         routes.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.prefix.len())));
         Router { routes }
     }
 
-    /// The upstream for a request to `host` (port allowed, ignored) and
+    /// The target for a request to `host` (port allowed, ignored) and
     /// `path`.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Upstream>> {
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&T> {
         let host = host.map(strip_port);
         self.routes
             .iter()
@@ -79,7 +76,7 @@ impl Router {
                         (Some(_), None) => false,
                     }
             })
-            .map(|r| &r.upstream)
+            .map(|r| &r.target)
     }
 }
 
@@ -97,18 +94,12 @@ fn strip_port(host: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
-    fn upstream(name: &str) -> Arc<Upstream> {
-        let config = Config::parse(
-            std::path::Path::new("t.toml"),
-            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.x]\n",
-        )
-        .unwrap();
-        Arc::new(Upstream::new(name, &config.upstreams["x"], None))
+    fn upstream(name: &str) -> String {
+        name.to_string()
     }
 
-    fn router() -> Router {
+    fn router() -> Router<String> {
         Router::new(vec![
             (None, "/".into(), upstream("default")),
             (None, "/api".into(), upstream("api")),
@@ -118,11 +109,11 @@ mod tests {
     }
 
     fn name(host: Option<&str>, path: &str) -> Option<String> {
-        router().route(host, path).map(|u| u.name().to_string())
+        router().route(host, path).cloned()
     }
 
-    #[tokio::test]
-    async fn host_routes_win_then_longest_prefix() {
+    #[test]
+    fn host_routes_win_then_longest_prefix() {
         assert_eq!(
             name(Some("example.com:8080"), "/api/x").as_deref(),
             Some("example")
@@ -133,8 +124,8 @@ mod tests {
         assert_eq!(name(Some("[::1]:80"), "/").as_deref(), Some("default"));
     }
 
-    #[tokio::test]
-    async fn no_match_is_none() {
+    #[test]
+    fn no_match_is_none() {
         let router = Router::new(vec![(None, "/api".into(), upstream("api"))]);
         assert!(router.route(Some("x"), "/web").is_none());
     }

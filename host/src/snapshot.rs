@@ -4,16 +4,35 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::config::{Config, ConfigError};
-use crate::plugin::{BalancerPool, LoadedPlugin, PluginStore};
+use crate::config::{Config, ConfigError, FilterFailure};
+use crate::plugin::{BalancerPool, FilterPool, LoadedPlugin, PluginStore};
 use crate::router::Router;
 use crate::upstream::{PluginBalancer, Upstream};
 
 /// One consistent view of the configuration, built off the request path.
 pub struct Snapshot {
     config: Arc<Config>,
-    router: Router,
+    router: Router<Arc<Route>>,
+    routes: Vec<Arc<Route>>,
     upstreams: BTreeMap<String, Arc<Upstream>>,
+}
+
+/// Where a route leads: its filter chain, then its upstream.
+pub struct Route {
+    /// `route N` (1-based, in config order), for logs and metrics.
+    pub name: String,
+    /// The upstream that serves it unless a filter reroutes.
+    pub upstream: Arc<Upstream>,
+    /// The filters, in order.
+    pub filters: Vec<FilterStage>,
+}
+
+/// One filter in a route's chain.
+pub struct FilterStage {
+    /// Ready instances of the filter.
+    pub pool: FilterPool,
+    /// What a failed call does.
+    pub on_failure: FilterFailure,
 }
 
 impl Snapshot {
@@ -39,6 +58,16 @@ impl Snapshot {
     ) -> Result<Snapshot, ConfigError> {
         let plugin_dir = config.plugin_dir();
         let mut loaded: HashMap<String, Arc<LoadedPlugin>> = HashMap::new();
+        // Loads each plugin file once per build; a file that does not load
+        // falls back to its last good version inside the store.
+        let mut load = |name: &str| -> Result<Arc<LoadedPlugin>, crate::plugin::PluginError> {
+            if let Some(plugin) = loaded.get(name) {
+                return Ok(plugin.clone());
+            }
+            let plugin = store.load(&plugin_dir, name)?;
+            loaded.insert(name.to_string(), plugin.clone());
+            Ok(plugin)
+        };
         let mut upstreams = BTreeMap::new();
         for (name, upstream) in &config.upstreams {
             let balancer = match &upstream.balancer {
@@ -48,28 +77,12 @@ impl Snapshot {
                     let at = |e: crate::plugin::PluginError| {
                         config.error(balancer.plugin.span(), format!("upstream {name}: {e}"))
                     };
-                    let plugin = match loaded.get(plugin_name) {
-                        Some(plugin) => plugin.clone(),
-                        None => {
-                            let plugin = store.load(&plugin_dir, plugin_name).map_err(at)?;
-                            loaded.insert(plugin_name.clone(), plugin.clone());
-                            plugin
-                        }
-                    };
+                    let plugin = load(plugin_name).map_err(at)?;
                     let settings = balancer.settings_json();
-                    let pool = match BalancerPool::new(plugin.clone(), name, settings.clone()) {
-                        Ok(pool) => {
-                            store.accept(&plugin);
-                            pool
-                        }
-                        Err(error) => match store.reject(&plugin, &error) {
-                            Some(good) if !Arc::ptr_eq(&good, &plugin) => {
-                                loaded.insert(plugin_name.clone(), good.clone());
-                                BalancerPool::new(good, name, settings).map_err(at)?
-                            }
-                            _ => return Err(at(error)),
-                        },
-                    };
+                    let pool = with_last_good(store, plugin, |plugin| {
+                        BalancerPool::new(plugin, name, settings.clone())
+                    })
+                    .map_err(at)?;
                     Some(PluginBalancer {
                         pool,
                         on_failure: balancer.on_failure,
@@ -86,22 +99,43 @@ impl Snapshot {
                 )),
             );
         }
-        let router = Router::new(
-            config
-                .routes
-                .iter()
-                .map(|r| {
-                    (
-                        r.host.clone(),
-                        r.path_prefix.get_ref().clone(),
-                        upstreams[r.upstream.get_ref()].clone(),
-                    )
+        let mut routes = Vec::new();
+        for (i, route) in config.routes.iter().enumerate() {
+            let name = format!("route {}", i + 1);
+            let mut filters = Vec::new();
+            for (j, filter) in route.filters.iter().enumerate() {
+                let owner = format!("{name} filter {}", j + 1);
+                let at = |e: crate::plugin::PluginError| {
+                    config.error(filter.plugin.span(), format!("{owner}: {e}"))
+                };
+                let plugin = load(filter.plugin.get_ref()).map_err(at)?;
+                let settings = filter.settings_json();
+                let pool = with_last_good(store, plugin, |plugin| {
+                    FilterPool::new(plugin, &owner, settings.clone())
                 })
-                .collect(),
-        );
+                .map_err(at)?;
+                filters.push(FilterStage {
+                    pool,
+                    on_failure: filter.on_failure.unwrap_or(route.on_filter_failure),
+                });
+            }
+            let target = Arc::new(Route {
+                name,
+                upstream: upstreams[route.upstream.get_ref()].clone(),
+                filters,
+            });
+            routes.push((
+                route.host.clone(),
+                route.path_prefix.get_ref().clone(),
+                target,
+            ));
+        }
+        let in_order = routes.iter().map(|(_, _, r)| r.clone()).collect();
+        let router = Router::new(routes);
         Ok(Snapshot {
             config: Arc::new(config),
             router,
+            routes: in_order,
             upstreams,
         })
     }
@@ -131,9 +165,14 @@ impl Snapshot {
         &self.config
     }
 
-    /// The upstream serving a request for `host` and `path`.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<Arc<Upstream>> {
-        self.router.route(host, path).cloned()
+    /// The route serving a request for `host` and `path`.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        self.router.route(host, path)
+    }
+
+    /// Every route, in config order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
     }
 
     /// The upstream called `name`.
@@ -147,14 +186,43 @@ impl Snapshot {
     }
 }
 
-/// The plugin files `config` names, sorted, each once.
+/// Makes a pool with `plugin`; when that fails (init refused or trapped),
+/// the store logs the rejection and the pool is made with the plugin's last
+/// good version instead, if there is a different one.
+fn with_last_good<P>(
+    store: &PluginStore,
+    plugin: Arc<LoadedPlugin>,
+    make: impl Fn(Arc<LoadedPlugin>) -> Result<P, crate::plugin::PluginError>,
+) -> Result<P, crate::plugin::PluginError> {
+    match make(plugin.clone()) {
+        Ok(pool) => {
+            store.accept(&plugin);
+            Ok(pool)
+        }
+        Err(error) => match store.reject(&plugin, &error) {
+            Some(good) if !Arc::ptr_eq(&good, &plugin) => make(good),
+            _ => Err(error),
+        },
+    }
+}
+
+/// The plugin files `config` names (balancers and filters), sorted, each
+/// once.
 pub fn plugin_files(config: &Config) -> Vec<std::path::PathBuf> {
     let dir = config.plugin_dir();
-    let mut files: Vec<_> = config
+    let balancers = config
         .upstreams
         .values()
         .filter_map(|u| u.balancer.as_ref())
-        .map(|b| dir.join(format!("{}.wasm", b.plugin.get_ref())))
+        .map(|b| b.plugin.get_ref());
+    let filters = config
+        .routes
+        .iter()
+        .flat_map(|r| &r.filters)
+        .map(|f| f.plugin.get_ref());
+    let mut files: Vec<_> = balancers
+        .chain(filters)
+        .map(|name| dir.join(format!("{name}.wasm")))
         .collect();
     files.sort();
     files.dedup();

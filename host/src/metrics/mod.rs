@@ -11,8 +11,10 @@ use crate::snapshot::Snapshot;
 use crate::upstream::{Backend, Health};
 
 /// Process-wide counters that do not live in the snapshot.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct ProcessCounters {
+    /// Counters plugins defined through the `metrics` import, by plugin.
+    pub plugin_counters: Vec<(String, Vec<(String, u64)>)>,
     /// Snapshots swapped in by reloads.
     pub reloads: u64,
     /// Reloads rejected (bad config, or a plugin without a good version).
@@ -27,7 +29,7 @@ pub struct ProcessCounters {
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every metric, as Prometheus text.
-pub fn render(snapshot: &Snapshot, process: ProcessCounters) -> String {
+pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let upstreams: Vec<_> = snapshot.upstreams().collect();
     let backends: Vec<_> = upstreams
@@ -238,6 +240,64 @@ pub fn render(snapshot: &Snapshot, process: ProcessCounters) -> String {
             "weir_plugin_failures_total{{{labels}}} {}",
             u.stats().plugin_failures.load(Relaxed)
         );
+    }
+
+    header(
+        &mut out,
+        "weir_filter_calls_total",
+        "counter",
+        "Filter calls (on-request and on-response), by route and filter position.",
+    );
+    let stages: Vec<_> = snapshot
+        .routes()
+        .iter()
+        .flat_map(|route| {
+            route.filters.iter().enumerate().map(move |(i, stage)| {
+                let labels = format!(
+                    "route=\"{}\",position=\"{}\",filter=\"{}\"",
+                    escape(&route.name),
+                    i + 1,
+                    escape(stage.pool.plugin().name())
+                );
+                (labels, stage)
+            })
+        })
+        .collect();
+    for (labels, stage) in &stages {
+        let _ = writeln!(
+            out,
+            "weir_filter_calls_total{{{labels}}} {}",
+            stage.pool.calls()
+        );
+    }
+    header(
+        &mut out,
+        "weir_filter_failures_total",
+        "counter",
+        "Filter calls that trapped, timed out or answered nonsense.",
+    );
+    for (labels, stage) in &stages {
+        let _ = writeln!(
+            out,
+            "weir_filter_failures_total{{{labels}}} {}",
+            stage.pool.failures()
+        );
+    }
+    header(
+        &mut out,
+        "weir_plugin_counter_total",
+        "counter",
+        "Counters plugins define through the metrics import.",
+    );
+    for (plugin, counters) in &process.plugin_counters {
+        for (name, value) in counters {
+            let _ = writeln!(
+                out,
+                "weir_plugin_counter_total{{plugin=\"{}\",name=\"{}\"}} {value}",
+                escape(plugin),
+                escape(name)
+            );
+        }
     }
 
     for (name, kind, help, value) in [

@@ -9,7 +9,8 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{load, log, types};
+use super::bindings::{load, log, metrics, shared, types};
+use super::shared::{PluginCounters, SharedCells};
 use crate::upstream::BackendSet;
 
 /// The type behind the guest's `request` resource. The host only ever lends
@@ -56,10 +57,20 @@ pub(crate) struct HostState {
     pub(crate) request: Option<RequestView>,
     /// The backend set this instance was last told about; `load` reads it.
     pub(crate) backends: Option<Arc<BackendSet>>,
+    /// Cells shared by every instance of this plugin (filters).
+    pub(crate) shared: Arc<SharedCells>,
+    /// Counters this plugin defines (filters).
+    pub(crate) counters: Arc<PluginCounters>,
 }
 
 impl HostState {
-    pub(crate) fn new(plugin: Arc<str>, upstream: Arc<str>, limits: StoreLimits) -> Self {
+    pub(crate) fn new(
+        plugin: Arc<str>,
+        upstream: Arc<str>,
+        limits: StoreLimits,
+        shared: Arc<SharedCells>,
+        counters: Arc<PluginCounters>,
+    ) -> Self {
         // No capabilities: no preopened directories, no environment, no
         // arguments, no sockets; stdio goes nowhere.
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
@@ -75,6 +86,8 @@ impl HostState {
             upstream,
             request: None,
             backends: None,
+            shared,
+            counters,
         }
     }
 
@@ -85,7 +98,7 @@ impl HostState {
     fn request(&self) -> wasmtime::Result<&RequestView> {
         self.request
             .as_ref()
-            .ok_or_else(|| wasmtime::format_err!("request used outside of select"))
+            .ok_or_else(|| wasmtime::format_err!("request used outside of a call"))
     }
 }
 
@@ -175,5 +188,40 @@ impl load::Host for HostState {
             ewma_latency_us: stats.ewma_latency_us(),
             recent_failures: stats.consecutive_failures(),
         })
+    }
+}
+
+impl shared::Host for HostState {
+    fn get(&mut self, key: String) -> Option<i64> {
+        self.shared.get(&key, std::time::Instant::now())
+    }
+
+    fn add(&mut self, key: String, delta: i64, ttl_ms: u32) -> i64 {
+        let ttl = std::time::Duration::from_millis(ttl_ms.into());
+        self.shared.add(&key, delta, ttl, std::time::Instant::now())
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<i64>,
+        new: i64,
+        ttl_ms: u32,
+    ) -> bool {
+        let ttl = std::time::Duration::from_millis(ttl_ms.into());
+        self.shared
+            .compare_and_swap(&key, expected, new, ttl, std::time::Instant::now())
+    }
+}
+
+impl metrics::Host for HostState {
+    fn increment(&mut self, name: String, delta: u64) {
+        if !self.counters.increment(&name, delta) {
+            tracing::debug!(
+                plugin = &*self.plugin,
+                name,
+                "counter refused: bad name or too many counters"
+            );
+        }
     }
 }

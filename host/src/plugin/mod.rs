@@ -18,9 +18,11 @@
 //!    pool, or discards it if the call trapped or overran.
 
 mod bindings;
+mod filter_pool;
 mod guard;
 mod host;
 mod pool;
+mod shared;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -30,11 +32,13 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use filter_pool::{FilterDecision, FilterPool, HeaderOp, RequestChanges};
 pub use host::RequestView;
 pub use pool::{BalancerPool, CallError};
+pub use shared::{PluginCounters, SharedCells};
 pub use store::PluginStore;
 
-use bindings::{BalancerBindings, BalancerPre};
+use bindings::{BalancerBindings, BalancerPre, FilterPre};
 use host::HostState;
 
 /// How often the epoch advances; plugin deadlines are counted in these ticks.
@@ -102,12 +106,12 @@ pub enum PluginError {
         reason: String,
     },
     /// The plugin's `init` refused its settings, or trapped.
-    #[error("plugin {name} for upstream {upstream}: init failed: {reason}")]
+    #[error("plugin {name} for {owner}: init failed: {reason}")]
     Init {
         /// Plugin name.
         name: String,
-        /// The upstream whose settings were given.
-        upstream: String,
+        /// Whose settings were given: `upstream NAME` or `route N`.
+        owner: String,
         /// The plugin's message, or the trap.
         reason: String,
     },
@@ -136,7 +140,7 @@ impl PluginLimits {
 
     /// The deadline of one call in epoch ticks, rounded up, plus one for the
     /// tick already under way.
-    fn deadline_ticks(&self) -> u64 {
+    pub(crate) fn deadline_ticks(&self) -> u64 {
         ticks(self.timeout)
     }
 
@@ -144,7 +148,7 @@ impl PluginLimits {
     /// one-off per instance, which may touch fresh memory and parse
     /// settings, so it gets twenty times the call timeout, and at least
     /// [`MIN_INIT_TIMEOUT`].
-    fn init_deadline_ticks(&self) -> u64 {
+    pub(crate) fn init_deadline_ticks(&self) -> u64 {
         ticks(self.init_timeout())
     }
 
@@ -154,11 +158,23 @@ impl PluginLimits {
     }
 }
 
-/// The wasmtime engine, linker and epoch ticker shared by every plugin.
+/// The wasmtime engine, linker and epoch ticker shared by every plugin, and
+/// the state plugins share across their instances and versions.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: PluginLimits,
+    /// Shared cells and counters of each plugin, by name.
+    state: std::sync::Mutex<std::collections::BTreeMap<String, PluginState>>,
+}
+
+/// What every instance and version of one plugin shares.
+#[derive(Debug, Clone, Default)]
+pub struct PluginState {
+    /// The `shared` import's cells.
+    pub cells: Arc<SharedCells>,
+    /// The `metrics` import's counters.
+    pub counters: Arc<PluginCounters>,
 }
 
 impl PluginRuntime {
@@ -207,6 +223,16 @@ impl PluginRuntime {
             |state| state,
         )
         .map_err(runtime_err)?;
+        bindings::shared::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(runtime_err)?;
+        bindings::metrics::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(runtime_err)?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -224,7 +250,24 @@ impl PluginRuntime {
             engine,
             linker,
             limits,
+            state: Default::default(),
         }))
+    }
+
+    /// The shared cells and counters of plugin `name` (made on first use).
+    pub fn plugin_state(&self, name: &str) -> PluginState {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Every plugin's counters, by plugin name, for `/metrics`.
+    pub fn counters(&self) -> Vec<(String, Vec<(String, u64)>)> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .iter()
+            .map(|(name, s)| (name.clone(), s.counters.snapshot()))
+            .filter(|(_, counters)| !counters.is_empty())
+            .collect()
     }
 
     /// The limits every call and instance runs under.
@@ -255,14 +298,20 @@ impl PluginRuntime {
             .map_err(|e| invalid(format!("not a valid component: {e:#}")))?;
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
             invalid(format!(
-                "imports something weir does not provide (plugins get only weir:plugin/log, weir:plugin/load and capability-free WASI): {e:#}"
+                "imports something weir does not provide (plugins get only weir:plugin/log, load, shared, metrics and capability-free WASI): {e:#}"
             ))
         })?;
-        let pre = BalancerPre::new(instance_pre).map_err(|e| {
-            invalid(format!(
-                "is not a weir:plugin/balancer component (it must export weir:plugin/policy@0.1.0): {e:#}"
-            ))
-        })?;
+        let pre = match BalancerPre::new(instance_pre.clone()) {
+            Ok(pre) => Kind::Balancer(pre),
+            Err(balancer) => match FilterPre::new(instance_pre) {
+                Ok(pre) => Kind::Filter(pre),
+                Err(filter) => {
+                    return Err(invalid(format!(
+                        "is neither a weir:plugin/balancer component (exporting weir:plugin/policy@0.1.0: {balancer:#}) nor a weir:plugin/filter component (exporting weir:plugin/http-filter@0.1.0: {filter:#})"
+                    )));
+                }
+            },
+        };
         Ok(Arc::new(LoadedPlugin {
             name: name.into(),
             path: path.to_path_buf(),
@@ -270,19 +319,27 @@ impl PluginRuntime {
             pre,
             engine: self.engine.clone(),
             limits: self.limits,
+            state: self.plugin_state(name),
         }))
     }
 }
 
-/// A compiled, pre-instantiated balancer component: instantiating it again
-/// is cheap.
+/// A compiled, pre-instantiated balancer or filter component:
+/// instantiating it again is cheap.
 pub struct LoadedPlugin {
     name: Arc<str>,
     path: PathBuf,
     digest: u64,
-    pre: BalancerPre<HostState>,
+    pre: Kind,
     engine: Engine,
     limits: PluginLimits,
+    state: PluginState,
+}
+
+/// Which world a component implements.
+enum Kind {
+    Balancer(BalancerPre<HostState>),
+    Filter(FilterPre<HostState>),
 }
 
 impl LoadedPlugin {
@@ -299,6 +356,36 @@ impl LoadedPlugin {
     /// The content digest of the file this version was compiled from.
     pub fn digest(&self) -> u64 {
         self.digest
+    }
+
+    /// `balancer` or `filter`: the world the component implements.
+    pub fn world(&self) -> &'static str {
+        match self.pre {
+            Kind::Balancer(_) => "balancer",
+            Kind::Filter(_) => "filter",
+        }
+    }
+
+    /// A fresh store for one instance of this plugin serving `owner` (an
+    /// upstream or route, for log lines), limited in memory and set to trap
+    /// at its epoch deadline, which starts at the init deadline.
+    fn new_store(&self, owner: Arc<str>) -> wasmtime::Store<HostState> {
+        let limits = wasmtime::StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = HostState::new(
+            self.name.clone(),
+            owner,
+            limits,
+            self.state.cells.clone(),
+            self.state.counters.clone(),
+        );
+        let mut store = wasmtime::Store::new(&self.engine, state);
+        store.limiter(|state| state.limiter());
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.limits.init_deadline_ticks());
+        store
     }
 }
 

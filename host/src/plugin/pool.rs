@@ -5,12 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use wasmtime::component::Resource;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, Trap};
 
 use super::bindings::{BalancerBindings, types};
 use super::guard::contain;
 use super::host::{HostState, RequestView};
-use super::{LoadedPlugin, PluginError};
+use super::{Kind, LoadedPlugin, PluginError};
 use crate::upstream::{Backend, BackendSet, Health};
 
 /// Why one plugin call did not produce a usable backend. Each costs only the
@@ -32,6 +32,10 @@ pub enum CallError {
     /// The plugin named a backend that may not receive traffic now.
     #[error("chose backend {0}, which is unhealthy or draining")]
     Ineligible(String),
+    /// The plugin's answer is invalid (a filter's bad header, path or
+    /// status, or an upstream that does not exist).
+    #[error("answered nonsense: {0}")]
+    Invalid(String),
 }
 
 /// One live instance and what it has been told.
@@ -71,7 +75,7 @@ impl BalancerPool {
         };
         let first = pool.instantiate().map_err(|reason| PluginError::Init {
             name: pool.plugin.name().to_string(),
-            upstream: upstream.to_string(),
+            owner: format!("upstream {upstream}"),
             reason,
         })?;
         pool.idle
@@ -174,20 +178,14 @@ impl BalancerPool {
     /// A new instance with `init` already run.
     fn instantiate(&self) -> Result<Instance, String> {
         let limits = self.plugin.limits;
-        let store_limits = StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
-        let state = HostState::new(
-            self.plugin.name.clone(),
-            self.upstream.clone(),
-            store_limits,
-        );
-        let mut store = Store::new(&self.plugin.engine, state);
-        store.limiter(|state| state.limiter());
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(limits.init_deadline_ticks());
-        let bindings = contain(|| self.plugin.pre.instantiate(&mut store))
+        let Kind::Balancer(pre) = &self.plugin.pre else {
+            return Err(format!(
+                "is a {} component, not a balancer (it must export weir:plugin/policy@0.1.0)",
+                self.plugin.world()
+            ));
+        };
+        let mut store = self.plugin.new_store(self.upstream.clone());
+        let bindings = contain(|| pre.instantiate(&mut store))
             .map_err(|e| describe(&e, limits.init_timeout()))?;
         store.set_epoch_deadline(limits.init_deadline_ticks());
         contain(|| {
@@ -208,20 +206,22 @@ impl BalancerPool {
     /// logged, so a plugin failing on every request cannot flood the log; the
     /// count in each line says how many there were.
     fn record_failure(&self, error: &CallError) {
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures.is_power_of_two() {
-            tracing::warn!(
-                plugin = self.plugin.name(),
-                upstream = &*self.upstream,
-                failures,
-                "plugin call failed: {error}"
-            );
-        }
+        record_failure(&self.failures, self.plugin.name(), &self.upstream, error);
+    }
+}
+
+/// Counts a failed call of `plugin` serving `owner` and logs it: the first
+/// failure and then every power of two, so a plugin failing on every request
+/// cannot flood the log; the count in each line says how many there were.
+pub(super) fn record_failure(failures: &AtomicU64, plugin: &str, owner: &str, error: &CallError) {
+    let failures = failures.fetch_add(1, Ordering::Relaxed) + 1;
+    if failures.is_power_of_two() {
+        tracing::warn!(plugin, owner, failures, "plugin call failed: {error}");
     }
 }
 
 /// The call error for a wasmtime error from a call with deadline `timeout`.
-fn classify(error: wasmtime::Error, timeout: std::time::Duration) -> CallError {
+pub(super) fn classify(error: wasmtime::Error, timeout: std::time::Duration) -> CallError {
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout(timeout),
         _ => CallError::Trap(describe(&error, timeout)),
@@ -230,7 +230,7 @@ fn classify(error: wasmtime::Error, timeout: std::time::Duration) -> CallError {
 
 /// A one-line description of a wasmtime error: the trap or message, without
 /// the wasm backtrace.
-fn describe(error: &wasmtime::Error, timeout: std::time::Duration) -> String {
+pub(super) fn describe(error: &wasmtime::Error, timeout: std::time::Duration) -> String {
     if let Some(trap) = error.downcast_ref::<Trap>() {
         if *trap == Trap::Interrupt {
             return format!("ran past its deadline of {timeout:?}");

@@ -36,6 +36,11 @@ impl PluginStore {
         }
     }
 
+    /// The runtime plugins are loaded into.
+    pub fn runtime(&self) -> &PluginRuntime {
+        &self.runtime
+    }
+
     /// Plugin files rejected so far, each distinct file counted once.
     pub fn rejections(&self) -> u64 {
         self.state().rejections

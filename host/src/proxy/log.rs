@@ -24,6 +24,7 @@ pub(crate) struct RequestLog {
     pub(crate) upstream: Option<Arc<Upstream>>,
     pub(crate) backend: Option<Arc<Backend>>,
     pub(crate) chosen_by: Option<ChosenBy>,
+    pub(crate) filter: Option<Arc<str>>,
     pub(crate) attempts: u32,
     pub(crate) status: u16,
 }
@@ -49,6 +50,7 @@ impl RequestLog {
             upstream: None,
             backend: None,
             chosen_by: None,
+            filter: None,
             attempts: 0,
             status: 0,
         }
@@ -74,6 +76,7 @@ impl RequestLog {
             backend: self.backend.as_ref().map(|b| b.name.as_str()),
             chosen_by: self.chosen_by.map(ChosenBy::as_str),
             plugin,
+            filter: self.filter.as_deref(),
             attempts: self.attempts,
         });
     }

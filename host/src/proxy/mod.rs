@@ -2,6 +2,7 @@
 //! backend when one could not be reached, stream the answer, log it.
 
 mod body;
+mod filters;
 mod headers;
 mod log;
 
@@ -59,7 +60,7 @@ pub async fn handle(
         )
     });
 
-    let Some(upstream) = snapshot.route(host.as_deref(), parts.uri.path()) else {
+    let Some(route) = snapshot.route(host.as_deref(), parts.uri.path()).cloned() else {
         tracing::debug!(host, path = parts.uri.path(), "no route");
         return local(
             &mut log,
@@ -67,6 +68,50 @@ pub async fn handle(
             "no route matches this request",
         );
     };
+    let mut upstream = route.upstream.clone();
+    let mut responders = Vec::new();
+    if !route.filters.is_empty() {
+        let mut view = RequestView {
+            method: std::mem::take(&mut parts.method),
+            uri: std::mem::take(&mut parts.uri),
+            headers: std::mem::take(&mut parts.headers),
+            client,
+        };
+        let chain = filters::run(&snapshot, &route, &mut view);
+        parts.method = view.method;
+        parts.uri = view.uri;
+        parts.headers = view.headers;
+        responders = chain.responders;
+        if let Some(log) = &mut log {
+            log.filter = chain.decided_by.clone();
+        }
+        match chain.outcome {
+            filters::Outcome::Pass => {}
+            filters::Outcome::Reroute(to) => upstream = to,
+            filters::Outcome::Answer(mut response) => {
+                let status = response.status();
+                filters::on_response(&route, &responders, status, response.headers_mut());
+                if let Some(mut log) = log.take() {
+                    log.status = status.as_u16();
+                    log.finish(response.body().size_hint().exact().unwrap_or(0));
+                }
+                return response;
+            }
+            filters::Outcome::Failed => {
+                let filter = chain.decided_by.as_deref().unwrap_or("?");
+                tracing::warn!(
+                    route = route.name,
+                    filter,
+                    "503: filter failed and its on_failure is \"closed\""
+                );
+                return local(
+                    &mut log,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "a request filter failed",
+                );
+            }
+        }
+    }
     if let Some(log) = &mut log {
         log.upstream = Some(upstream.clone());
     }
@@ -148,6 +193,9 @@ pub async fn handle(
             Ok((response, in_flight)) => {
                 let (mut head, body) = response.into_parts();
                 headers::remove_hop_by_hop(&mut head.headers);
+                if !responders.is_empty() {
+                    filters::on_response(&route, &responders, head.status, &mut head.headers);
+                }
                 if let Some(log) = &mut log {
                     log.status = head.status.as_u16();
                 }

@@ -1,0 +1,128 @@
+//! Running a route's filter chain on a request, and the `on-response` hooks
+//! of the filters it passed on the way back.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+use super::ProxyBody;
+use crate::config::FilterFailure;
+use crate::plugin::{FilterDecision, RequestView};
+use crate::snapshot::{Route, Snapshot};
+use crate::upstream::Upstream;
+
+/// How a request left the chain.
+pub(crate) enum Outcome {
+    /// Every filter let it pass: on to the route's upstream.
+    Pass,
+    /// A filter sent it to another upstream.
+    Reroute(Arc<Upstream>),
+    /// A filter answered it.
+    Answer(Response<ProxyBody>),
+    /// A filter failed under `on_failure = "closed"`: answer 503.
+    Failed,
+}
+
+/// The chain's result, and what the access log and the way back need.
+pub(crate) struct ChainRun {
+    pub(crate) outcome: Outcome,
+    /// Indices of the filters passed that want `on-response`.
+    pub(crate) responders: Vec<usize>,
+    /// The filter that rerouted, answered or failed, if one did.
+    pub(crate) decided_by: Option<Arc<str>>,
+}
+
+/// Runs `route`'s filters on `request` in order, applying each one's
+/// changes before the next sees it.
+pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView) -> ChainRun {
+    let mut responders = Vec::new();
+    for (i, stage) in route.filters.iter().enumerate() {
+        let name = || Some(Arc::<str>::from(stage.pool.plugin().name()));
+        let decision = match stage.pool.on_request(request) {
+            Ok(FilterDecision::Route { upstream, .. })
+                if snapshot.upstream(&upstream).is_none() =>
+            {
+                tracing::warn!(
+                    route = route.name,
+                    filter = stage.pool.plugin().name(),
+                    "filter rerouted to upstream {upstream:?}, which does not exist"
+                );
+                Err(())
+            }
+            Ok(decision) => Ok(decision),
+            // The pool has logged it.
+            Err(_) => Err(()),
+        };
+        match decision {
+            Ok(FilterDecision::Continue(changes)) => {
+                changes.apply(request);
+                if stage.pool.wants_response() {
+                    responders.push(i);
+                }
+            }
+            Ok(FilterDecision::Route { upstream, changes }) => {
+                changes.apply(request);
+                if stage.pool.wants_response() {
+                    responders.push(i);
+                }
+                let upstream = snapshot.upstream(&upstream).expect("checked above").clone();
+                return ChainRun {
+                    outcome: Outcome::Reroute(upstream),
+                    responders,
+                    decided_by: name(),
+                };
+            }
+            Ok(FilterDecision::Respond {
+                status,
+                headers,
+                body,
+            }) => {
+                let mut response =
+                    Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+                *response.status_mut() = status;
+                for (name, value) in headers {
+                    response.headers_mut().append(name, value);
+                }
+                return ChainRun {
+                    outcome: Outcome::Answer(response),
+                    responders,
+                    decided_by: name(),
+                };
+            }
+            Err(()) => match stage.on_failure {
+                FilterFailure::Open => continue,
+                FilterFailure::Closed => {
+                    return ChainRun {
+                        outcome: Outcome::Failed,
+                        responders,
+                        decided_by: name(),
+                    };
+                }
+            },
+        }
+    }
+    ChainRun {
+        outcome: Outcome::Pass,
+        responders,
+        decided_by: None,
+    }
+}
+
+/// Runs the `on-response` hooks of the filters in `responders`, last first,
+/// on a response's headers. A hook that fails changes nothing (logged by its
+/// pool): the response is already on its way.
+pub(crate) fn on_response(
+    route: &Route,
+    responders: &[usize],
+    status: StatusCode,
+    headers: &mut HeaderMap,
+) {
+    for &i in responders.iter().rev() {
+        if let Ok(ops) = route.filters[i].pool.on_response(status, headers) {
+            for op in &ops {
+                op.apply(headers);
+            }
+        }
+    }
+}
