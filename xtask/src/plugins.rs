@@ -307,6 +307,8 @@ name = "not-this-one"
             }
         );
         assert!(plugins.iter().any(|p| p.name == "wrong-world"));
+        assert_eq!(kind("js-round-robin"), &Kind::JavaScript);
+        assert_eq!(kind("c-round-robin"), &Kind::C);
         assert!(plugins.windows(2).all(|w| w[0].name < w[1].name));
     }
 }
