@@ -5,12 +5,14 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use support::*;
+use weir::plugin::{BalancerPool, PluginLimits, PluginRuntime, PluginStore};
 
 /// A weir config like `support::config_text`, with explicit backend names
 /// and weights: `backends` as `(name, address, weight)`, and the
@@ -80,6 +82,89 @@ async fn weighted_round_robin_follows_weights_1_2_3() {
         );
     }
     assert_plugin_chose_every_request(&proxy, total as u64);
+}
+
+/// Round robin written in another language (`plugins/js-round-robin`,
+/// `plugins/c-round-robin`): three backends share 3,000 requests evenly, a
+/// fourth at weight 0 gets none, and the plugin chose every request.
+///
+/// Each pooled instance keeps its own rotation, so with concurrent clients
+/// the shares are even to within a few requests per instance, not exactly.
+async fn round_robin_in_another_language(plugin: &str) {
+    let backends = [
+        TestBackend::start("backend-1", Behaviour::Name).await,
+        TestBackend::start("backend-2", Behaviour::Name).await,
+        TestBackend::start("drained", Behaviour::Name).await,
+        TestBackend::start("backend-3", Behaviour::Name).await,
+    ];
+    let list: Vec<_> = backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.addr, u32::from(b.name != "drained")))
+        .collect();
+    let started = Instant::now();
+    let proxy = TestProxy::start(&config(&list, plugin, "{}")).await;
+    eprintln!("{plugin}: weir started in {:?}", started.elapsed());
+
+    let total = 3_000;
+    let started = Instant::now();
+    let counts = spread(&proxy.url, total, 6).await;
+
+    eprintln!(
+        "{plugin} over {total} in {:?}: {counts:?}",
+        started.elapsed()
+    );
+    for name in ["backend-1", "backend-2", "backend-3"] {
+        let n = count(&counts, name);
+        assert!((980..=1_020).contains(&n), "{name} got {n}: {counts:?}");
+    }
+    assert_eq!(count(&counts, "drained"), 0, "{counts:?}");
+    assert_plugin_chose_every_request(&proxy, total as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_round_robin_spreads_evenly_and_skips_weight_0() {
+    round_robin_in_another_language("js-round-robin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_round_robin_spreads_evenly_and_skips_weight_0() {
+    round_robin_in_another_language("c-round-robin").await;
+}
+
+/// The JavaScript and C plugins fit weir's default limits: a 5 ms call
+/// deadline, so 100 ms to instantiate and `init` (the JavaScript one is a
+/// 12 MB component with a JavaScript engine inside), and 64 MiB of memory.
+/// Prints what one instantiation plus `init` costs.
+#[test]
+fn other_languages_instantiate_within_the_default_limits() {
+    let config = weir::Config::parse(
+        Path::new("test.toml"),
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n",
+    )
+    .unwrap();
+    assert_eq!(config.plugins.timeout_ms, 5, "not the default limits");
+    let limits = PluginLimits::from_config(&config.plugins);
+    let runtime = PluginRuntime::with_cache(limits, config.cache_dir().as_deref()).unwrap();
+    let store = PluginStore::new(runtime);
+    for name in ["js-round-robin", "c-round-robin"] {
+        let plugin = store.load(&plugin_dir(), name).unwrap();
+        let mut times: Vec<_> = (0..20)
+            .map(|_| {
+                let started = Instant::now();
+                let pool = BalancerPool::new(plugin.clone(), "web", "{}".into());
+                let took = started.elapsed();
+                if let Err(error) = pool {
+                    panic!("{name}: {error}");
+                }
+                took
+            })
+            .collect();
+        times.sort();
+        eprintln!(
+            "{name}: instantiate + init, 20 times: min {:?}, median {:?}, max {:?}",
+            times[0], times[10], times[19]
+        );
+    }
 }
 
 /// Two quick backends and one answering 50 ms late, under 8 concurrent
@@ -320,6 +405,8 @@ async fn bad_settings_stop_weir_from_starting() {
             "{ smooth = false }",
             "unknown field `smooth`",
         ),
+        ("js-round-robin", "{ x = 1 }", "takes no settings"),
+        ("c-round-robin", "{ x = 1 }", "takes no settings"),
     ] {
         let error = match TestProxy::try_start(&config(&list, plugin, settings)).await {
             Ok(_) => panic!("{plugin} accepted {settings}"),

@@ -1,7 +1,8 @@
 //! Build and test helpers for the weir workspace, run as `cargo xtask CMD`.
 //!
-//! Plugins are built for `wasm32-wasip2` in one cargo invocation and copied
-//! to `<target-dir>/plugins/NAME.wasm`, the layout weir loads plugins from.
+//! Rust plugins are built for `wasm32-wasip2` in one cargo invocation, the
+//! JavaScript and C ones with their own toolchains, and all are copied to
+//! `<target-dir>/plugins/NAME.wasm`, the layout weir loads plugins from.
 //! The target dir is `$CARGO_TARGET_DIR`, else `<workspace>/target`.
 
 use std::env;
@@ -9,15 +10,22 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
+mod c;
+mod js;
 mod plugins;
+mod tools;
+
+use plugins::Languages;
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [args...]
 
 commands:
-  plugins          build every plugin (plugins/*, tests/plugins/*) for wasm32-wasip2
+  plugins          build every plugin (plugins/*, tests/plugins/*: Rust for wasm32-wasip2,
+                   JavaScript with componentize-js, C with wit-bindgen + clang + wasm-tools)
                    into <target-dir>/plugins/NAME.wasm and print that directory
-  demo [args...]   plugins, then `cargo run --release -p weir -- demo --plugin-dir DIR [args...]`
+  demo [args...]   the Rust plugins, then
+                   `cargo run --release -p weir -- demo --plugin-dir DIR [args...]`
   test [args...]   plugins, then `cargo test --release --workspace [args...]`
                    with WEIR_PLUGIN_DIR=DIR
   ci               what CI runs (currently: test)
@@ -32,7 +40,7 @@ fn main() -> ExitCode {
     let rest: Vec<OsString> = args.collect();
     let result = match command.as_deref().and_then(OsStr::to_str) {
         Some("plugins") if rest.is_empty() => Workspace::locate()
-            .and_then(|ws| ws.build_plugins())
+            .and_then(|ws| ws.build_plugins(Languages::All))
             .map(|dir| {
                 println!("{}", dir.display());
                 ExitCode::SUCCESS
@@ -95,7 +103,7 @@ impl Workspace {
 
     /// `cargo xtask demo`: runs weir's demo against freshly built plugins.
     fn demo(&self, args: &[OsString]) -> Result<ExitCode, Error> {
-        let dir = self.build_plugins()?;
+        let dir = self.build_plugins(Languages::RustOnly)?;
         let mut command = self.cargo();
         command
             .args([
@@ -115,7 +123,7 @@ impl Workspace {
     /// `cargo xtask test` and `ci`: the workspace's tests, with the plugins
     /// built and their directory in `WEIR_PLUGIN_DIR`.
     fn test(&self, args: &[OsString]) -> Result<ExitCode, Error> {
-        let dir = self.build_plugins()?;
+        let dir = self.build_plugins(Languages::All)?;
         let mut command = self.cargo();
         command
             .args(["test", "--release", "--workspace"])
