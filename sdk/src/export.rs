@@ -99,7 +99,7 @@ fn with_policy<R>(f: impl FnOnce(&mut dyn Policy, &Backends) -> Option<R>) -> Op
 /// Sends panic messages to weir's log (under the plugin's name) instead of
 /// WASI stderr, which weir does not provide to plugins. The panic still
 /// traps the instance; the host then discards it.
-fn route_panics_to_log() {
+pub(crate) fn route_panics_to_log() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         std::panic::set_hook(Box::new(|info| {

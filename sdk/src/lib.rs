@@ -82,12 +82,14 @@
 mod backend;
 #[doc(hidden)]
 pub mod export;
+pub mod filter;
 mod load;
 pub mod log;
 mod request;
 pub mod rng;
 
 pub use backend::{Backend, BackendId, Backends, Health};
+pub use filter::{Changes, Decision, Filter, HeaderOp, Response};
 pub use load::{BackendLoad, backend_load};
 pub use request::Request;
 
@@ -101,6 +103,24 @@ pub mod wit {
         world: "balancer",
         pub_export_macro: true,
         default_bindings_module: "weir_sdk::wit",
+    });
+}
+
+/// Bindings of the `filter` world, sharing `types` and `log` with [`wit`].
+/// Not part of the API.
+#[doc(hidden)]
+#[allow(unsafe_code, missing_docs, unreachable_pub, clippy::all)]
+pub mod wit_filter {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "filter",
+        with: {
+            "weir:plugin/types@0.1.0": crate::wit::weir::plugin::types,
+            "weir:plugin/log@0.1.0": crate::wit::weir::plugin::log,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_filter_world",
+        default_bindings_module: "weir_sdk::wit_filter",
     });
 }
 

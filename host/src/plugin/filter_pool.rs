@@ -2,8 +2,8 @@
 //! chain, the two calls the proxy makes (`on-request`, `on-response`), and
 //! the checked host form of a filter's decision.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -15,7 +15,7 @@ use wasmtime::component::Resource;
 use super::bindings::{FilterBindings, filter_api};
 use super::guard::contain;
 use super::host::{HostState, RequestView};
-use super::pool::{CallError, classify, describe, record_failure};
+use super::pool::{CallError, Idle, classify, describe, record_failure};
 use super::{Kind, LoadedPlugin, PluginError};
 
 /// One change to a header map, checked.
@@ -110,7 +110,7 @@ pub struct FilterPool {
     owner: Arc<str>,
     settings: String,
     wants_response: bool,
-    idle: Mutex<Vec<Instance>>,
+    idle: Idle<Instance>,
     failures: AtomicU64,
     calls: AtomicU64,
 }
@@ -129,7 +129,7 @@ impl FilterPool {
             owner: owner.into(),
             settings,
             wants_response: false,
-            idle: Mutex::new(Vec::new()),
+            idle: Idle::new(),
             failures: AtomicU64::new(0),
             calls: AtomicU64::new(0),
         };
@@ -139,10 +139,7 @@ impl FilterPool {
             reason,
         })?;
         pool.wants_response = hooks.contains(filter_api::Hooks::ON_RESPONSE);
-        pool.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(first);
+        pool.idle.put(first);
         Ok(pool)
     }
 
@@ -190,7 +187,7 @@ impl FilterPool {
             *request = view;
         }
         let decision = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
-        self.checkin(instance);
+        self.idle.put(instance);
         check_decision(decision).map_err(CallError::Invalid)
     }
 
@@ -226,7 +223,7 @@ impl FilterPool {
         let api = instance.bindings.weir_plugin_http_filter();
         let ops = contain(|| api.call_on_response(&mut instance.store, status.as_u16(), &list))
             .map_err(|e| classify(e, self.plugin.limits.timeout))?;
-        self.checkin(instance);
+        self.idle.put(instance);
         ops.into_iter()
             .map(check_header_op)
             .collect::<Result<_, _>>()
@@ -234,21 +231,13 @@ impl FilterPool {
     }
 
     fn checkout(&self) -> Result<Instance, CallError> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        match idle {
+        match self.idle.take() {
             Some(instance) => Ok(instance),
             None => self
                 .instantiate()
                 .map(|(instance, _)| instance)
                 .map_err(CallError::Instantiate),
         }
-    }
-
-    fn checkin(&self, instance: Instance) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(instance);
     }
 
     /// A new instance with `init` already run, and the hooks it asked for.

@@ -160,6 +160,23 @@ impl types::HostRequest for HostState {
             .unwrap_or_default()
     }
 
+    fn client_ip(&mut self, _: Resource<RequestHandle>) -> types::IpAddress {
+        let ip = self
+            .request()
+            .map(|r| r.client.ip().to_canonical())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                let [a, b, c, d] = v4.octets();
+                types::IpAddress::V4((a, b, c, d))
+            }
+            std::net::IpAddr::V6(v6) => {
+                let [a, b, c, d, e, f, g, h] = v6.segments();
+                types::IpAddress::V6((a, b, c, d, e, f, g, h))
+            }
+        }
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         // Lent, never owned by the guest: nothing to free.
         Ok(())

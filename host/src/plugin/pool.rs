@@ -46,12 +46,35 @@ struct Instance {
     generation: Option<u64>,
 }
 
+/// A stack of idle instances: the most recently used is reused first (its
+/// memory is warm).
+pub(super) struct Idle<I>(Mutex<Vec<I>>);
+
+impl<I> Idle<I> {
+    pub(super) fn new() -> Self {
+        Idle(Mutex::new(Vec::new()))
+    }
+
+    /// An idle instance, if there is one.
+    pub(super) fn take(&self) -> Option<I> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Returns an instance whose call succeeded.
+    pub(super) fn put(&self, instance: I) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(instance);
+    }
+}
+
 /// Ready instances of one plugin, initialised with one upstream's settings.
 pub struct BalancerPool {
     plugin: Arc<LoadedPlugin>,
     upstream: Arc<str>,
     settings: String,
-    idle: Mutex<Vec<Instance>>,
+    idle: Idle<Instance>,
     failures: AtomicU64,
     calls: AtomicU64,
 }
@@ -69,7 +92,7 @@ impl BalancerPool {
             plugin,
             upstream: upstream.into(),
             settings,
-            idle: Mutex::new(Vec::new()),
+            idle: Idle::new(),
             failures: AtomicU64::new(0),
             calls: AtomicU64::new(0),
         };
@@ -78,10 +101,7 @@ impl BalancerPool {
             owner: format!("upstream {upstream}"),
             reason,
         })?;
-        pool.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(first);
+        pool.idle.put(first);
         Ok(pool)
     }
 
@@ -150,7 +170,7 @@ impl BalancerPool {
             *request = view;
         }
         let choice = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
-        self.checkin(instance);
+        self.idle.put(instance);
 
         let Some(id) = choice else { return Ok(None) };
         let backend = backends.get(id).ok_or(CallError::UnknownBackend(id))?;
@@ -161,18 +181,10 @@ impl BalancerPool {
     }
 
     fn checkout(&self) -> Result<Instance, CallError> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        match idle {
+        match self.idle.take() {
             Some(instance) => Ok(instance),
             None => self.instantiate().map_err(CallError::Instantiate),
         }
-    }
-
-    fn checkin(&self, instance: Instance) {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(instance);
     }
 
     /// A new instance with `init` already run.
