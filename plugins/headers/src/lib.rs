@@ -1,0 +1,153 @@
+//! Header rewriting: set, append and remove request headers before the
+//! request goes on and response headers on the way back, and give every
+//! request an id when it has none.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use weir_sdk::rng::Rng;
+use weir_sdk::{Changes, Decision, Filter, HeaderOp, Request};
+
+/// Changes to one side's headers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ops {
+    /// Headers to set, replacing what is there.
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    /// Values to add.
+    #[serde(default)]
+    append: BTreeMap<String, String>,
+    /// Headers to remove.
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+impl Ops {
+    /// As header operations: removals first, then sets, then appends.
+    fn to_ops(&self) -> Vec<HeaderOp> {
+        let removes = self.remove.iter().map(|k| HeaderOp::Remove(k.clone()));
+        let sets = self
+            .set
+            .iter()
+            .map(|(k, v)| HeaderOp::Set(k.clone(), v.clone()));
+        let appends = self
+            .append
+            .iter()
+            .map(|(k, v)| HeaderOp::Append(k.clone(), v.clone()));
+        removes.chain(sets).chain(appends).collect()
+    }
+}
+
+/// Settings, from the filter's `settings` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default)]
+    request: Ops,
+    #[serde(default)]
+    response: Ops,
+    /// A header that gets a fresh random id when the request has none
+    /// (for example `x-request-id`).
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+/// The filter.
+#[derive(Debug)]
+pub struct Headers {
+    request: Vec<HeaderOp>,
+    response: Vec<HeaderOp>,
+    request_id: Option<String>,
+    rng: Rng,
+}
+
+impl Headers {
+    /// Builds the filter from its settings (JSON).
+    pub fn from_settings(config: &str) -> Result<Self, String> {
+        let settings: Settings =
+            serde_json::from_str(config).map_err(|e| format!("invalid headers settings: {e}"))?;
+        Ok(Headers {
+            request: settings.request.to_ops(),
+            response: settings.response.to_ops(),
+            request_id: settings.request_id.map(|h| h.to_ascii_lowercase()),
+            rng: Rng::from_entropy(),
+        })
+    }
+
+    /// A random 128-bit id, as 32 hex digits.
+    fn new_id(&mut self) -> String {
+        format!("{:016x}{:016x}", self.rng.next_u64(), self.rng.next_u64())
+    }
+}
+
+impl Filter for Headers {
+    fn init(config: &str) -> Result<Self, String> {
+        Self::from_settings(config)
+    }
+
+    fn wants_response(&self) -> bool {
+        !self.response.is_empty()
+    }
+
+    fn on_request(&mut self, request: &Request<'_>) -> Decision {
+        let mut changes = Changes {
+            headers: self.request.clone(),
+            path: None,
+        };
+        if let Some(name) = self.request_id.clone()
+            && request.header(&name).is_none()
+        {
+            let id = self.new_id();
+            changes = changes.set_header(&name, &id);
+        }
+        Decision::Continue(changes)
+    }
+
+    fn on_response(&mut self, _status: u16, _headers: &[(String, String)]) -> Vec<HeaderOp> {
+        self.response.clone()
+    }
+}
+
+weir_sdk::export_filter!(Headers);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_become_ordered_operations() {
+        let h = Headers::from_settings(
+            r#"{"request": {"set": {"x-env": "prod"}, "remove": ["cookie"], "append": {"via": "weir"}},
+                "response": {"remove": ["server"]}, "request_id": "X-Request-Id"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            h.request,
+            vec![
+                HeaderOp::Remove("cookie".into()),
+                HeaderOp::Set("x-env".into(), "prod".into()),
+                HeaderOp::Append("via".into(), "weir".into()),
+            ]
+        );
+        assert_eq!(h.response, vec![HeaderOp::Remove("server".into())]);
+        assert!(h.wants_response());
+        assert_eq!(h.request_id.as_deref(), Some("x-request-id"));
+    }
+
+    #[test]
+    fn ids_are_32_hex_digits_and_differ() {
+        let mut h = Headers::from_settings("{}").unwrap();
+        let (a, b) = (h.new_id(), h.new_id());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert!(!h.wants_response());
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        assert!(Headers::from_settings(r#"{"requests": {}}"#).is_err());
+        assert!(Headers::from_settings(r#"{"request": {"add": {}}}"#).is_err());
+    }
+}
