@@ -18,6 +18,13 @@
 //!   garbage collector's pauses overrun the default 5 ms deadline now and
 //!   then (see plugins/js-round-robin/README.md).
 //!
+//! - `filters/NAME`: one `on-request` call of a filter (borrow an idle
+//!   instance, lend it the request, call, check the decision): `pass-filter`
+//!   (the empty filter: continue unchanged), `ip-filter/1000` (an allow list
+//!   of 1,000 disjoint ranges, the client in the last one), `headers` (set one
+//!   header, add a request id) and `rate-limit` (a generous bucket: one
+//!   shared-cell read and compare-and-swap per call).
+//!
 //! Run: `taskset -c 1 cargo bench -p weir --bench select` (after
 //! `cargo xtask plugins`; the plugin directory is `$WEIR_PLUGIN_DIR`, else
 //! `$CARGO_TARGET_DIR/plugins`, else `target/plugins`).
@@ -30,7 +37,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
-use weir::plugin::{PluginLimits, PluginRuntime, RequestView};
+use weir::plugin::{FilterDecision, PluginLimits, PluginRuntime, RequestView};
 use weir::snapshot::Snapshot;
 use weir::upstream::{BackendSet, Choice, ChosenBy, Upstream};
 
@@ -101,6 +108,7 @@ struct Fixture {
     _plugins: Arc<PluginRuntime>,
     _tokio: tokio::runtime::Runtime,
     upstream: Arc<Upstream>,
+    snapshot: Arc<Snapshot>,
 }
 
 fn fixture(n: usize, plugin: bool) -> Fixture {
@@ -118,14 +126,15 @@ fn fixture_for(text: &str, n: usize) -> Fixture {
         let runtime = PluginRuntime::new(PluginLimits::from_config(&config.plugins))?;
         let snapshot = Snapshot::build(config, &weir::plugin::PluginStore::new(runtime.clone()))?;
         let upstream = snapshot.upstream("web").expect("upstream web").clone();
-        Ok((runtime, upstream))
+        Ok((runtime, upstream, Arc::new(snapshot)))
     };
-    let (plugins, upstream) = upstream_of().unwrap_or_else(|e| panic!("{e}"));
+    let (plugins, upstream, snapshot) = upstream_of().unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(upstream.backends().len(), n);
     Fixture {
         _plugins: plugins,
         _tokio: tokio,
         upstream,
+        snapshot,
     }
 }
 
@@ -233,12 +242,72 @@ fn policies(c: &mut Criterion) {
     group.finish();
 }
 
+/// The filters measured by `filters/NAME`, with their settings.
+fn filter_cases() -> Vec<(&'static str, &'static str, String)> {
+    // /25s, so no two merge: 1,000 intervals to search.
+    let mut ranges: Vec<String> = (0..999)
+        .map(|i| format!("\"10.{}.{}.0/25\"", i / 256, i % 256))
+        .collect();
+    ranges.push("\"127.0.0.0/8\"".into());
+    vec![
+        ("pass-filter", "pass-filter", "{}".into()),
+        (
+            "ip-filter/1000",
+            "ip-filter",
+            format!("{{ allow = [{}] }}", ranges.join(", ")),
+        ),
+        (
+            "headers",
+            "headers",
+            "{ request_id = \"x-request-id\", request = { set = { x-env = \"prod\" } } }".into(),
+        ),
+        (
+            "rate-limit",
+            "rate-limit",
+            "{ rate = 1000000, burst = 1000000 }".into(),
+        ),
+    ]
+}
+
+fn filters(c: &mut Criterion) {
+    let mut group = c.benchmark_group("filters");
+    group.throughput(Throughput::Elements(1));
+    for (id, plugin, settings) in filter_cases() {
+        let text = format!(
+            "{}\n[[routes]]\nupstream = \"web\"\n[[routes.filters]]\nplugin = \"{plugin}\"\nsettings = {settings}\n",
+            config_with(3, None)
+        );
+        let fx = fixture_for(&text, 3);
+        let stage = &fx.snapshot.routes()[0].filters[0];
+        let mut view = request_view();
+        let continues = |view: &mut RequestView| {
+            let mut fresh = request_view();
+            std::mem::swap(view, &mut fresh);
+            match stage.pool.on_request(view) {
+                Ok(FilterDecision::Continue(_)) => {}
+                other => panic!("{id}: expected continue, got {other:?}"),
+            }
+        };
+        continues(&mut view);
+        group.bench_function(id, |b| {
+            b.iter(|| stage.pool.on_request(black_box(&mut view)))
+        });
+        continues(&mut view);
+        assert_eq!(
+            stage.pool.failures(),
+            0,
+            "a {id} call failed while measured"
+        );
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
-    targets = select, policies
+    targets = select, policies, filters
 }
 criterion_main!(benches);

@@ -26,7 +26,7 @@ commands:
                    into <target-dir>/plugins/NAME.wasm and print that directory
   demo [args...]   the Rust plugins, then
                    `cargo run --release -p weir -- demo --plugin-dir DIR [args...]`
-  test [args...]   plugins, then `cargo test --release --workspace [args...]`
+  test [args...]   .ci/toolchains (installs the JavaScript and C toolchains once), plugins, then `cargo test --release --workspace [args...]`
                    with WEIR_PLUGIN_DIR=DIR
   ci               what CI runs (currently: test)
   help             this message";
@@ -123,6 +123,7 @@ impl Workspace {
     /// `cargo xtask test` and `ci`: the workspace's tests, with the plugins
     /// built and their directory in `WEIR_PLUGIN_DIR`.
     fn test(&self, args: &[OsString]) -> Result<ExitCode, Error> {
+        self.install_toolchains()?;
         let dir = self.build_plugins(Languages::All)?;
         let mut command = self.cargo();
         command
@@ -130,6 +131,28 @@ impl Workspace {
             .args(args)
             .env("WEIR_PLUGIN_DIR", &dir);
         run(command)
+    }
+}
+
+impl Workspace {
+    /// Runs `.ci/toolchains`, which installs what the JavaScript and C
+    /// plugins need (once; a second run only checks, in well under a
+    /// second), so the README's test command works on a fresh machine.
+    fn install_toolchains(&self) -> Result<(), Error> {
+        let script = self.root.join(".ci/toolchains");
+        let status = Command::new("bash")
+            .arg(&script)
+            .current_dir(&self.root)
+            .status()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed ({status}): it installs Node.js, clang and wasi-libc with apt (as root or with sudo) and wit-bindgen and wasm-tools with cargo",
+                script.display()
+            ))
+        }
     }
 }
 
