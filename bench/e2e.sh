@@ -14,6 +14,10 @@
 #                       relative to the repo root)
 #   env ACCESS_LOG      true: weir writes its JSON access log (to a file in the
 #                       work dir); default false, like nginx and HAProxy here
+#   env AB              what --ab compares (A on 18092 against B, weir-native,
+#                       on 18093): plugin (default: the round-robin plugin),
+#                       log (the JSON access log on), filter (one empty filter);
+#                       without --ab, A is what the harness runs as weir-wasm
 #   env CARGO_TARGET_DIR (default target/), WEIR_PLUGIN_DIR (default
 #                       $CARGO_TARGET_DIR/plugins, built by `cargo xtask plugins`)
 # Pinning: both weirs run on CPU 1 like nginx and HAProxy; wrk and the
@@ -38,14 +42,14 @@ cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || 
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT INT TERM
 
-config() { # port balancer-table -> config text
+config() { # port balancer-table [route-table-lines [access-log]] -> config text
   cat <<CONF
 [[listeners]]
 address = "127.0.0.1:$1"
 
 # Like nginx and HAProxy in the harness (access_log off).
 [access_log]
-enabled = ${ACCESS_LOG:-false}
+enabled = ${4:-${ACCESS_LOG:-false}}
 path = "$W/access-$1.log"
 
 [plugins]
@@ -53,6 +57,7 @@ dir = "$PLUGIN_DIR"
 
 [[routes]]
 upstream = "web"
+${3:-}
 
 [upstreams.web]
 $2
@@ -64,7 +69,16 @@ address = "127.0.0.1:18082"
 address = "127.0.0.1:18083"
 CONF
 }
-config 18092 $'[upstreams.web.balancer]\nplugin = "round-robin"\n' > "$W/wasm.toml"
+# The two weirs --ab compares: A on 18092 ("wasm"), B on 18093 ("native").
+case "${AB:-plugin}" in
+  plugin) LABEL="A = round-robin plugin, B = native round robin"
+    config 18092 $'[upstreams.web.balancer]\nplugin = "round-robin"\n' > "$W/wasm.toml" ;;
+  log) LABEL="A = native + JSON access log to a file, B = native"
+    config 18092 "" "" true > "$W/wasm.toml" ;;
+  filter) LABEL="A = native + one filter (pass-filter), B = native"
+    config 18092 "" $'[[routes.filters]]\nplugin = "pass-filter"\n' > "$W/wasm.toml" ;;
+  *) echo "AB must be plugin, log or filter" >&2; exit 2 ;;
+esac
 config 18093 "" > "$W/native.toml"
 
 start() { # name port
@@ -91,7 +105,8 @@ if [ "${1:-}" = --ab ]; then
     r=$(taskset -c 0 wrk -t1 -c32 -d"${DUR}s" "http://127.0.0.1:$2/" | awk '/Requests\/sec/ {print $2}')
     t1=$(ticks "$3")
     echo "$r $(echo "($t1 - $t0) * 1000000 / $HZ / ($r * $DUR)" | bc -l)"; }
-  printf "%-5s %11s %11s %11s %11s %9s %9s\n" pair "wasm req/s" "nat req/s" "wasm us/rq" "nat us/rq" "rps w/n" "cpu w/n"
+  echo "# --ab: $LABEL"
+  printf "%-5s %11s %11s %11s %11s %9s %9s\n" pair "A req/s" "B req/s" "A us/rq" "B us/rq" "rps A/B" "cpu A/B"
   : > "$W/ratios"
   for ((i = 1; i <= PAIRS; i++)); do
     if ((i % 2)); then order="wasm native"; else order="native wasm"; fi
@@ -104,7 +119,7 @@ if [ "${1:-}" = --ab ]; then
     echo "$(echo "$rw / $rn" | bc -l) $(echo "$cw / $cn" | bc -l)" >> "$W/ratios"
   done
   med() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-  printf "median ratio wasm/native: req/s %.3f, cpu us/request %.3f\n" \
+  printf "median ratio A/B: req/s %.3f, cpu us/request %.3f\n" \
     "$(cut -d' ' -f1 "$W/ratios" | med)" "$(cut -d' ' -f2 "$W/ratios" | med)"
 else
   bash "$HARNESS" "$@" weir-wasm=http://127.0.0.1:18092/ weir-native=http://127.0.0.1:18093/

@@ -415,3 +415,93 @@ async fn bad_settings_stop_weir_from_starting() {
         assert!(error.contains(want), "{plugin} {settings}: {error}");
     }
 }
+
+/// GETs `url` with an optional `Cookie` header; returns the body and the
+/// `Set-Cookie` header, if any.
+async fn get_with_cookie(url: &str, cookie: Option<&str>) -> (String, Option<String>) {
+    let mut request = Request::get(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    let response = client()
+        .request(request.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let set_cookie = response
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        String::from_utf8_lossy(&body).trim().to_string(),
+        set_cookie,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_cookie_pins_clients_and_moves_them_off_a_drained_backend() {
+    let backends = [
+        TestBackend::start("backend-1", Behaviour::Name).await,
+        TestBackend::start("backend-2", Behaviour::Name).await,
+        TestBackend::start("backend-3", Behaviour::Name).await,
+    ];
+    let list: Vec<_> = backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.addr, 1))
+        .collect();
+    let proxy = TestProxy::start(&config(
+        &list,
+        "sticky-cookie",
+        "{ cookie = \"srv\", max_age_s = 600 }",
+    ))
+    .await;
+    let url = format!("{}/", proxy.url);
+
+    // New clients are spread round robin and each gets a cookie.
+    let mut pins = Vec::new();
+    for _ in 0..3 {
+        let (body, set_cookie) = get_with_cookie(&url, None).await;
+        let set_cookie = set_cookie.expect("a new client is pinned");
+        assert!(
+            set_cookie.ends_with("; Path=/; HttpOnly; SameSite=Lax; Max-Age=600"),
+            "{set_cookie}"
+        );
+        let pin = set_cookie.split(';').next().unwrap().to_string();
+        pins.push((body, pin));
+    }
+    let mut served: Vec<_> = pins.iter().map(|(b, _)| b.clone()).collect();
+    served.sort();
+    assert_eq!(served, ["backend-1", "backend-2", "backend-3"]);
+
+    // A pinned client keeps its backend and is not re-pinned.
+    for (backend, pin) in &pins {
+        for _ in 0..20 {
+            assert_eq!(
+                get_with_cookie(&url, Some(pin)).await,
+                (backend.clone(), None)
+            );
+        }
+    }
+
+    // Its backend drained, the client moves and gets a new cookie.
+    let (drained, pin) = &pins[0];
+    let upstream = proxy.server.snapshot().upstream("web").unwrap().clone();
+    upstream.set_draining(drained, true).unwrap();
+    let (moved_to, new_pin) = get_with_cookie(&url, Some(&format!("other=1; {pin}"))).await;
+    assert_ne!(&moved_to, drained);
+    let new_pin = new_pin
+        .expect("re-pinned")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        get_with_cookie(&url, Some(&new_pin)).await,
+        (moved_to, None)
+    );
+    assert_eq!(upstream.balancer().unwrap().pool.failures(), 0);
+}

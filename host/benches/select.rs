@@ -14,7 +14,8 @@
 //! - `policies/NAME/N`: the same as `select/plugin/N` for each other shipped
 //!   policy (`c-round-robin`, round robin written in C,
 //!   `weighted-round-robin`, `least-connections`, `p2c-ewma`, `random`,
-//!   `consistent-hash` keyed on a header). `js-round-robin` is left out: its
+//!   `consistent-hash` keyed on a header, `sticky-cookie` pinning every
+//!   request since none carries its cookie). `js-round-robin` is left out: its
 //!   garbage collector's pauses overrun the default 5 ms deadline now and
 //!   then (see plugins/js-round-robin/README.md).
 //!
@@ -65,13 +66,15 @@ fn plugin_dir() -> PathBuf {
 
 /// The shipped policies measured by `policies/NAME/N`, with the settings
 /// each runs with (`consistent-hash` keys on a header the request carries).
-const POLICIES: [(&str, &str); 6] = [
+const POLICIES: [(&str, &str); 7] = [
     ("c-round-robin", "{}"),
     ("weighted-round-robin", "{}"),
     ("least-connections", "{}"),
     ("p2c-ewma", "{}"),
     ("random", "{}"),
     ("consistent-hash", "{ key = \"header:x-user\" }"),
+    // No cookie in the request: every select pins, adding a Set-Cookie.
+    ("sticky-cookie", "{}"),
 ];
 
 /// A config with one upstream `web` of `n` backends (never connected to),
@@ -150,6 +153,7 @@ fn request_view() -> RequestView {
         uri: Uri::from_static("/index.html?q=1"),
         headers,
         client: SocketAddr::from(([127, 0, 0, 1], 40_000)),
+        response_headers: Vec::new(),
     }
 }
 

@@ -86,6 +86,7 @@ pub mod filter;
 mod load;
 pub mod log;
 mod request;
+pub mod response;
 pub mod rng;
 
 pub use backend::{Backend, BackendId, Backends, Health};

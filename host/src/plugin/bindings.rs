@@ -26,7 +26,7 @@ mod filter {
 
 pub(crate) use balancer::Balancer as BalancerBindings;
 pub(crate) use balancer::BalancerPre;
-pub(crate) use balancer::weir::plugin::{load, log, types};
+pub(crate) use balancer::weir::plugin::{load, log, response_headers, types};
 pub(crate) use filter::Filter as FilterBindings;
 pub(crate) use filter::FilterPre;
 pub(crate) use filter::exports::weir::plugin::http_filter as filter_api;

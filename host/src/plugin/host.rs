@@ -9,7 +9,7 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{load, log, metrics, shared, types};
+use super::bindings::{load, log, metrics, response_headers, shared, types};
 use super::shared::{PluginCounters, SharedCells};
 use crate::upstream::BackendSet;
 
@@ -29,7 +29,12 @@ pub struct RequestView {
     pub headers: HeaderMap,
     /// The client's address.
     pub client: SocketAddr,
+    /// Headers the balancer asked to add to the response (`response-headers`).
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
+
+/// Most response headers one `select` may add.
+const MAX_RESPONSE_HEADERS: usize = 8;
 
 impl RequestView {
     /// An empty view from the same client, left in the caller's hands while
@@ -40,6 +45,7 @@ impl RequestView {
             uri: Uri::default(),
             headers: HeaderMap::new(),
             client: self.client,
+            response_headers: Vec::new(),
         }
     }
 }
@@ -192,6 +198,39 @@ impl log::Host for HostState {
             log::Level::Info => tracing::info!(plugin, upstream, "{message}"),
             log::Level::Warn => tracing::warn!(plugin, upstream, "{message}"),
             log::Level::Error => tracing::error!(plugin, upstream, "{message}"),
+        }
+    }
+}
+
+impl response_headers::Host for HostState {
+    fn add(&mut self, name: String, value: String) {
+        let (plugin, upstream) = (&*self.plugin, &*self.upstream);
+        let Some(request) = self.request.as_mut() else {
+            tracing::debug!(
+                plugin,
+                upstream,
+                "response-headers.add outside of select: ignored"
+            );
+            return;
+        };
+        let header = http::HeaderName::try_from(name.as_str())
+            .ok()
+            .zip(http::HeaderValue::try_from(value.as_str()).ok());
+        match header {
+            Some(header) if request.response_headers.len() < MAX_RESPONSE_HEADERS => {
+                request.response_headers.push(header);
+            }
+            Some(_) => tracing::debug!(
+                plugin,
+                upstream,
+                "more than {MAX_RESPONSE_HEADERS} response headers: ignored"
+            ),
+            None => tracing::debug!(
+                plugin,
+                upstream,
+                header = name,
+                "invalid response header: ignored"
+            ),
         }
     }
 }

@@ -76,6 +76,7 @@ pub async fn handle(
             uri: std::mem::take(&mut parts.uri),
             headers: std::mem::take(&mut parts.headers),
             client,
+            response_headers: Vec::new(),
         };
         let chain = filters::run(&snapshot, &route, &mut view);
         parts.method = view.method;
@@ -138,11 +139,14 @@ pub async fn handle(
             uri: std::mem::take(&mut parts.uri),
             headers: std::mem::take(&mut parts.headers),
             client,
+            response_headers: Vec::new(),
         };
         let choice = upstream.choose(&mut view, &tried);
         parts.method = view.method;
         parts.uri = view.uri;
         parts.headers = view.headers;
+        // From this attempt's choice only: a retry chooses again.
+        let added_headers = view.response_headers;
 
         let (backend, chosen_by) = match choice {
             Choice::Backend(backend, by) => (backend, by),
@@ -193,6 +197,9 @@ pub async fn handle(
             Ok((response, in_flight)) => {
                 let (mut head, body) = response.into_parts();
                 headers::remove_hop_by_hop(&mut head.headers);
+                for (name, value) in added_headers {
+                    head.headers.append(name, value);
+                }
                 if !responders.is_empty() {
                     filters::on_response(&route, &responders, head.status, &mut head.headers);
                 }
