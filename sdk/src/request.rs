@@ -46,6 +46,12 @@ impl<'a> Request<'a> {
         self.inner.client_addr()
     }
 
+    /// The value of cookie `name` from the `Cookie` header (see
+    /// [`cookie_value`]). One host call.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        cookie_value(&self.header("cookie")?, name).map(str::to_string)
+    }
+
     /// The client's IP address (an IPv4-mapped IPv6 peer as IPv4). One host
     /// call that copies no string: cheaper than
     /// [`client_addr`](Request::client_addr) when only the address matters.
@@ -56,5 +62,33 @@ impl<'a> Request<'a> {
                 std::net::Ipv6Addr::new(a, b, c, d, e, f, g, h).into()
             }
         }
+    }
+}
+
+/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`), matched
+/// exactly (cookie names are case-sensitive); the first if repeated.
+pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| key.trim() == name)
+        .map(|(_, value)| value.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_values_parse() {
+        let header = "session=abc123; lang=en;theme=dark ; empty=";
+        assert_eq!(cookie_value(header, "session"), Some("abc123"));
+        assert_eq!(cookie_value(header, "lang"), Some("en"));
+        assert_eq!(cookie_value(header, "theme"), Some("dark"));
+        assert_eq!(cookie_value(header, "empty"), Some(""));
+        assert_eq!(cookie_value(header, "Session"), None);
+        assert_eq!(cookie_value(header, "sess"), None);
+        assert_eq!(cookie_value("", "session"), None);
+        assert_eq!(cookie_value("a=1; a=2", "a"), Some("1"));
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 use weir_sdk::rng::Rng;
-use weir_sdk::{Changes, Decision, Filter, Request};
+use weir_sdk::{Changes, Decision, Filter, Request, cookie_value};
 
 /// Settings, from the filter's `settings` table.
 #[derive(Debug, Deserialize)]
@@ -31,14 +31,6 @@ fn verdict(value: &str) -> Option<bool> {
         "never" | "false" | "0" | "no" => Some(false),
         _ => None,
     }
-}
-
-/// The value of cookie `name` in a `Cookie` header.
-pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == name).then(|| v.trim())
-    })
 }
 
 /// The filter.
@@ -79,7 +71,7 @@ impl Canary {
     fn choose(&mut self, header: Option<&str>, cookies: Option<&str>) -> bool {
         let marked = header.and_then(verdict).or_else(|| {
             let name = self.cookie.as_deref()?;
-            cookie(cookies?, name).and_then(verdict)
+            cookie_value(cookies?, name).and_then(verdict)
         });
         marked.unwrap_or_else(|| self.rng.below(1_000_000) < self.threshold)
     }
@@ -136,12 +128,6 @@ mod tests {
         let mut zero =
             Canary::from_settings(r#"{"upstream": "canary", "header": "x-canary"}"#).unwrap();
         assert!(zero.choose(Some("always"), None));
-    }
-
-    #[test]
-    fn cookies_parse() {
-        assert_eq!(cookie("a=1; canary=always; b=2", "canary"), Some("always"));
-        assert_eq!(cookie("a=1", "canary"), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Where the hash key of a request comes from: the `key` setting.
 
-use weir_sdk::Request;
+use weir_sdk::{Request, cookie_value};
 
 /// The part of the request that is hashed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,16 +83,6 @@ pub fn path_only(path: &str) -> &str {
     path.split_once('?').map_or(path, |(path, _)| path)
 }
 
-/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`), matched
-/// exactly (cookie names are case-sensitive); the first if repeated.
-pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| key.trim() == name)
-        .map(|(_, value)| value.trim())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,18 +135,5 @@ mod tests {
         assert_eq!(path_only("/users/7?verbose=1"), "/users/7");
         assert_eq!(path_only("/users/7"), "/users/7");
         assert_eq!(path_only("/?a"), "/");
-    }
-
-    #[test]
-    fn cookies() {
-        let header = "theme=dark; session=abc123;lang=en ; empty=";
-        assert_eq!(cookie_value(header, "session"), Some("abc123"));
-        assert_eq!(cookie_value(header, "lang"), Some("en"));
-        assert_eq!(cookie_value(header, "theme"), Some("dark"));
-        assert_eq!(cookie_value(header, "empty"), Some(""));
-        assert_eq!(cookie_value(header, "Session"), None);
-        assert_eq!(cookie_value(header, "sess"), None);
-        assert_eq!(cookie_value("", "session"), None);
-        assert_eq!(cookie_value("a=1; a=2", "a"), Some("1"));
     }
 }

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use serde::Deserialize;
-use weir_sdk::{BackendId, Backends, Balancer, Request};
+use weir_sdk::{BackendId, Backends, Balancer, Request, cookie_value};
 
 /// Settings, from the upstream's `settings` table.
 #[derive(Debug, Deserialize)]
@@ -47,14 +47,6 @@ pub fn token(name: &str) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{hash:016x}")
-}
-
-/// The value of cookie `name` in a `Cookie` header.
-pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k.trim() == name).then(|| v.trim())
-    })
 }
 
 /// The policy.
@@ -145,7 +137,7 @@ impl Balancer for StickyCookie {
 
     fn select(&mut self, request: &Request<'_>, backends: &Backends) -> Option<BackendId> {
         let header = request.header("cookie");
-        let value = header.as_deref().and_then(|h| cookie(h, &self.name));
+        let value = header.as_deref().and_then(|h| cookie_value(h, &self.name));
         let (id, set_cookie) = self.pick(value, backends)?;
         if let Some(set_cookie) = set_cookie {
             weir_sdk::response::add_header("set-cookie", &set_cookie);
@@ -220,8 +212,6 @@ mod tests {
 
     #[test]
     fn cookie_headers_parse_and_settings_are_checked() {
-        assert_eq!(cookie("a=1; weir_sticky=abc", "weir_sticky"), Some("abc"));
-        assert_eq!(cookie("a=1", "weir_sticky"), None);
         assert!(StickyCookie::from_settings(r#"{"cookie": "bad name"}"#).is_err());
         assert!(StickyCookie::from_settings(r#"{"path": "x"}"#).is_err());
         assert!(
