@@ -186,9 +186,9 @@ fn open_file(path: &PathBuf) -> std::io::Result<std::fs::File> {
 
 fn write_text(out: &mut Vec<u8>, e: &Entry) {
     let dash = |v: Option<&str>| v.unwrap_or("-").to_string();
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "{} client={} method={} host={} path={:?} status={} bytes={} duration_ms={:.3} upstream={} backend={} chosen_by={} plugin={} filter={} attempts={}\n",
+        "{} client={} method={} host={} path={:?} status={} bytes={} duration_ms={:.3} upstream={} backend={} chosen_by={} plugin={} filter={} attempts={}",
         e.time,
         e.client,
         e.method,
