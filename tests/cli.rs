@@ -122,7 +122,9 @@ fn the_example_config_checks() {
     );
     let stdout = check_ok(&text);
     assert!(
-        stdout.contains("2 upstream(s), plugins: consistent-hash"),
+        stdout.contains(
+            "2 upstream(s), plugins: consistent-hash, filters: headers, ip-filter, rate-limit"
+        ),
         "{stdout}"
     );
 }

@@ -103,15 +103,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .upstreams()
                 .filter_map(|(_, u)| u.balancer().map(|b| b.pool.plugin().name().to_string()))
                 .collect();
-            println!(
-                "{}: OK ({listeners} listener(s), {} upstream(s), plugins: {})",
-                path.display(),
-                snapshot.upstreams().count(),
-                if plugins.is_empty() {
+            let mut filters: Vec<String> = snapshot
+                .routes()
+                .iter()
+                .flat_map(|r| r.filters.iter().map(|f| f.pool.plugin().name().to_string()))
+                .collect();
+            filters.sort();
+            filters.dedup();
+            let list = |names: &[String]| {
+                if names.is_empty() {
                     "none".to_string()
                 } else {
-                    plugins.join(", ")
+                    names.join(", ")
                 }
+            };
+            println!(
+                "{}: OK ({listeners} listener(s), {} upstream(s), plugins: {}, filters: {})",
+                path.display(),
+                snapshot.upstreams().count(),
+                list(&plugins),
+                list(&filters)
             );
             Ok(())
         }
