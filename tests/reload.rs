@@ -299,3 +299,50 @@ async fn a_restart_with_unchanged_plugins_loads_from_the_compiled_cache() {
     );
     eprintln!("start with a cold compiled-code cache: {cold:?}; warm: {warm:?}");
 }
+
+/// The digest of the filter in the first route's first place.
+fn filter_digest(proxy: &TestProxy) -> u64 {
+    let snapshot = proxy.server.snapshot();
+    snapshot.routes()[0].filters[0].pool.plugin().digest()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_hot_reload_and_keep_their_last_good_version() {
+    let dir = TempDir::new("filters");
+    let file = dir.0.join("gate.wasm");
+    std::fs::write(&file, plugin_bytes("pass-filter")).unwrap();
+    let backend = TestBackend::start("backend-1", Behaviour::Name).await;
+    // `gate` fails closed: while it is the trapping filter, requests get 503.
+    let text = config_text(&[backend.addr], "", "watch_interval_ms = 20\n").replace(
+        &format!("dir = {:?}", plugin_dir().display().to_string()),
+        &format!("dir = {:?}", dir.0.display().to_string()),
+    ) + "\n[[routes.filters]]\nplugin = \"gate\"\n";
+    let proxy = TestProxy::start(&text).await;
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    assert_eq!(get(&client, &url).await.0, 200);
+
+    let trap = plugin_bytes("trap-filter");
+    std::fs::write(&file, &trap).unwrap();
+    let want = weir::plugin::digest(&trap);
+    wait_for("the trapping filter to load", || {
+        filter_digest(&proxy) == want
+    })
+    .await;
+    assert_eq!(get(&client, &url).await.0, 503);
+
+    // Broken bytes are rejected; the trapping version (the last good one)
+    // keeps serving, and the next good file is picked up.
+    std::fs::write(&file, b"\0asm garbage").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(filter_digest(&proxy), want);
+    assert_eq!(get(&client, &url).await.0, 503);
+    let pass = plugin_bytes("pass-filter");
+    std::fs::write(&file, &pass).unwrap();
+    let want = weir::plugin::digest(&pass);
+    wait_for("the pass filter to load again", || {
+        filter_digest(&proxy) == want
+    })
+    .await;
+    assert_eq!(get(&client, &url).await.0, 200);
+}
