@@ -1,5 +1,9 @@
-//! Write weir balancing policies in plain Rust and ship them as WebAssembly
-//! components.
+//! Write weir balancing policies and request filters in plain Rust and ship
+//! them as WebAssembly components.
+//!
+//! Balancers implement [`Balancer`] and are exported with
+//! [`export_balancer!`]; request filters implement [`Filter`] (see the
+//! [`filter`] module) and are exported with [`export_filter!`].
 //!
 //! weir asks a policy, once per request, which backend of an upstream should
 //! serve it. A policy is a type implementing [`Balancer`]; the
