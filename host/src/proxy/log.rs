@@ -71,7 +71,8 @@ impl RequestLog {
             path: &self.path,
             status: self.status,
             bytes,
-            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            // Microsecond precision: no float noise in the log.
+            duration_ms: (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             upstream: self.upstream.as_ref().map(|u| u.name()),
             backend: self.backend.as_ref().map(|b| b.name.as_str()),
             chosen_by: self.chosen_by.map(ChosenBy::as_str),
