@@ -406,3 +406,58 @@ async fn access_log_writes_one_json_line_per_request() {
         assert!(entry["duration_ms"].as_f64().unwrap() > 0.0);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_at_once_under_load_fails_no_request() {
+    // Filters, a plugin balancer, health checks every 50 ms, outlier
+    // detection, retries, admin changes and reloads, all while 4 clients
+    // send requests: no request may fail.
+    let backends = [
+        TestBackend::start("backend-1", Behaviour::Name).await,
+        TestBackend::start("backend-2", Behaviour::Name).await,
+    ];
+    let extra = TestBackend::start("backend-3", Behaviour::Name).await;
+    let upstream = "[upstreams.web.balancer]\nplugin = \"round-robin\"\n\
+         [upstreams.web.health_check]\npath = \"/\"\ninterval_ms = 50\ntimeout_ms = 200\n\
+         [upstreams.web.outlier_detection]\nconsecutive_failures = 3\n";
+    let filters = "\n[[routes.filters]]\nplugin = \"headers\"\nsettings = { request_id = \"x-request-id\" }\n\
+         [[routes.filters]]\nplugin = \"rate-limit\"\nsettings = { rate = 1000000 }\n";
+    let text =
+        with_admin(config_text(&[backends[0].addr, backends[1].addr], upstream, "") + filters);
+    let proxy = TestProxy::start(&text).await;
+    let addr = proxy.server.admin_addr().unwrap();
+    let load = Load::start(&format!("{}/", proxy.url), 4);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let body = format!(r#"{{"name": "backend-3", "address": "{}"}}"#, extra.addr);
+    assert_eq!(
+        admin(addr, "POST", "/upstreams/web/backends", Some(TOKEN), &body)
+            .await
+            .0,
+        201
+    );
+    for _ in 0..3 {
+        proxy.server.reload().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drain = "/upstreams/web/backends/backend-1/drain";
+    assert_eq!(admin(addr, "POST", drain, Some(TOKEN), "").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let enable = "/upstreams/web/backends/backend-1/enable";
+    assert_eq!(admin(addr, "POST", enable, Some(TOKEN), "").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = load.finish_all_ok(200).await;
+
+    // Every backend served, and the admin change survived the reloads.
+    for name in ["backend-1", "backend-2", "backend-3"] {
+        assert!(
+            seen.iter().any(|(_, body)| body == name),
+            "{name} got nothing"
+        );
+    }
+    let snapshot = proxy.server.snapshot();
+    let web = snapshot.upstream("web").unwrap();
+    assert_eq!(web.backends().len(), 3);
+    assert_eq!(web.backends().eligible().len(), 3);
+    assert!(web.backends().iter().all(|b| b.state.checks_passed() > 0));
+}
