@@ -166,9 +166,12 @@ async fn headers_rewrites_both_ways_and_adds_request_ids() {
         .find_map(|l| l.strip_prefix("x-request-id: "))
         .expect("a request id");
     assert_eq!(id.len(), 32);
+    // The client gets the same id back.
+    assert_eq!(headers["x-request-id"], id);
     // An id the client sent is kept.
-    let (_, _, echo) = send(&url, &[("x-request-id", "abc")]).await;
+    let (_, headers, echo) = send(&url, &[("x-request-id", "abc")]).await;
     assert!(echo.contains("x-request-id: abc\n"), "{echo}");
+    assert_eq!(headers["x-request-id"], "abc");
 }
 
 /// A config with upstreams `web` and `canary` and one route to `web`
@@ -239,7 +242,10 @@ async fn a_chain_of_three_runs_in_order() {
     let snapshot = proxy.server.snapshot();
     let route = &snapshot.routes()[0];
     let calls: Vec<u64> = route.filters.iter().map(|f| f.pool.calls()).collect();
-    assert_eq!(calls, vec![2, 2, 1]);
+    // ip-filter and api-key saw both requests; headers saw only the one
+    // that passed, once on the way in and once (echoing its request id)
+    // on the way out.
+    assert_eq!(calls, vec![2, 2, 2]);
     let (status, metrics) = admin(
         proxy.server.admin_addr().unwrap(),
         "GET",

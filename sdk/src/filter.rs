@@ -163,8 +163,15 @@ pub trait Filter: Sized + 'static {
     fn on_request(&mut self, request: &Request<'_>) -> Decision;
 
     /// Header changes for the response to a request this filter let pass.
-    fn on_response(&mut self, status: u16, headers: &[(String, String)]) -> Vec<HeaderOp> {
-        let _ = (status, headers);
+    /// `request` is the request as the chain left it (every filter's
+    /// changes applied).
+    fn on_response(
+        &mut self,
+        request: &Request<'_>,
+        status: u16,
+        headers: &[(String, String)],
+    ) -> Vec<HeaderOp> {
+        let _ = (request, status, headers);
         Vec::new()
     }
 }
@@ -204,15 +211,25 @@ pub fn counter(name: &str, delta: u64) {
 /// [`Filter`] without its constructor.
 trait Dyn {
     fn on_request(&mut self, request: &Request<'_>) -> Decision;
-    fn on_response(&mut self, status: u16, headers: &[(String, String)]) -> Vec<HeaderOp>;
+    fn on_response(
+        &mut self,
+        request: &Request<'_>,
+        status: u16,
+        headers: &[(String, String)],
+    ) -> Vec<HeaderOp>;
 }
 
 impl<T: Filter> Dyn for T {
     fn on_request(&mut self, request: &Request<'_>) -> Decision {
         Filter::on_request(self, request)
     }
-    fn on_response(&mut self, status: u16, headers: &[(String, String)]) -> Vec<HeaderOp> {
-        Filter::on_response(self, status, headers)
+    fn on_response(
+        &mut self,
+        request: &Request<'_>,
+        status: u16,
+        headers: &[(String, String)],
+    ) -> Vec<HeaderOp> {
+        Filter::on_response(self, request, status, headers)
     }
 }
 
@@ -257,8 +274,16 @@ pub mod shim {
     }
 
     /// `on-response`: asks the filter for header changes.
-    pub fn on_response(status: u16, headers: Vec<(String, String)>) -> Vec<WitHeaderOp> {
-        let ops = FILTER.with_borrow_mut(|f| f.as_mut().map(|f| f.on_response(status, &headers)));
+    pub fn on_response(
+        request: &WitRequest,
+        status: u16,
+        headers: Vec<(String, String)>,
+    ) -> Vec<WitHeaderOp> {
+        let request = Request::new(request);
+        let ops = FILTER.with_borrow_mut(|f| {
+            f.as_mut()
+                .map(|f| f.on_response(&request, status, &headers))
+        });
         ops.unwrap_or_default().into_iter().map(op_to_wit).collect()
     }
 
@@ -319,10 +344,11 @@ macro_rules! export_filter {
                 }
 
                 fn on_response(
+                    request: &$crate::filter::shim::WitRequest,
                     status: u16,
                     headers: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
                 ) -> ::std::vec::Vec<$crate::filter::shim::WitHeaderOp> {
-                    $crate::filter::shim::on_response(status, headers)
+                    $crate::filter::shim::on_response(request, status, headers)
                 }
             }
 

@@ -191,16 +191,18 @@ impl FilterPool {
         check_decision(decision).map_err(CallError::Invalid)
     }
 
-    /// Runs `on-response` for a response with `status` and `headers`;
+    /// Runs `on-response` for a response with `status` and `headers` to
+    /// `request` (lent to the store for the call, as in `on_request`);
     /// returns the header changes to make. Only call it when
     /// [`wants_response`](FilterPool::wants_response).
     pub fn on_response(
         &self,
+        request: &mut RequestView,
         status: StatusCode,
         headers: &HeaderMap,
     ) -> Result<Vec<HeaderOp>, CallError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.try_on_response(status, headers);
+        let result = self.try_on_response(request, status, headers);
         if let Err(error) = &result {
             record_failure(&self.failures, self.plugin.name(), &self.owner, error);
         }
@@ -209,6 +211,7 @@ impl FilterPool {
 
     fn try_on_response(
         &self,
+        request: &mut RequestView,
         status: StatusCode,
         headers: &HeaderMap,
     ) -> Result<Vec<HeaderOp>, CallError> {
@@ -217,12 +220,24 @@ impl FilterPool {
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
         let mut instance = self.checkout()?;
+        let placeholder = request.placeholder();
+        instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
         instance
             .store
             .set_epoch_deadline(self.plugin.limits.deadline_ticks());
         let api = instance.bindings.weir_plugin_http_filter();
-        let ops = contain(|| api.call_on_response(&mut instance.store, status.as_u16(), &list))
-            .map_err(|e| classify(e, self.plugin.limits.timeout))?;
+        let outcome = contain(|| {
+            api.call_on_response(
+                &mut instance.store,
+                Resource::new_borrow(0),
+                status.as_u16(),
+                &list,
+            )
+        });
+        if let Some(view) = instance.store.data_mut().request.take() {
+            *request = view;
+        }
+        let ops = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
         self.idle.put(instance);
         ops.into_iter()
             .map(check_header_op)

@@ -115,11 +115,12 @@ pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView)
 pub(crate) fn on_response(
     route: &Route,
     responders: &[usize],
+    request: &mut RequestView,
     status: StatusCode,
     headers: &mut HeaderMap,
 ) {
     for &i in responders.iter().rev() {
-        if let Ok(ops) = route.filters[i].pool.on_response(status, headers) {
+        if let Ok(ops) = route.filters[i].pool.on_response(request, status, headers) {
             for op in &ops {
                 op.apply(headers);
             }

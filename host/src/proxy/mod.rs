@@ -71,17 +71,9 @@ pub async fn handle(
     let mut upstream = route.upstream.clone();
     let mut responders = Vec::new();
     if !route.filters.is_empty() {
-        let mut view = RequestView {
-            method: std::mem::take(&mut parts.method),
-            uri: std::mem::take(&mut parts.uri),
-            headers: std::mem::take(&mut parts.headers),
-            client,
-            response_headers: Vec::new(),
-        };
+        let mut view = lend(&mut parts, client);
         let chain = filters::run(&snapshot, &route, &mut view);
-        parts.method = view.method;
-        parts.uri = view.uri;
-        parts.headers = view.headers;
+        take_back(&mut parts, view);
         responders = chain.responders;
         if let Some(log) = &mut log {
             log.filter = chain.decided_by.clone();
@@ -91,7 +83,16 @@ pub async fn handle(
             filters::Outcome::Reroute(to) => upstream = to,
             filters::Outcome::Answer(mut response) => {
                 let status = response.status();
-                filters::on_response(&route, &responders, status, response.headers_mut());
+                if !responders.is_empty() {
+                    let mut view = lend(&mut parts, client);
+                    filters::on_response(
+                        &route,
+                        &responders,
+                        &mut view,
+                        status,
+                        response.headers_mut(),
+                    );
+                }
                 if let Some(mut log) = log.take() {
                     log.status = status.as_u16();
                     log.finish(response.body().size_hint().exact().unwrap_or(0));
@@ -116,6 +117,14 @@ pub async fn handle(
     if let Some(log) = &mut log {
         log.upstream = Some(upstream.clone());
     }
+    // What `on-response` hooks will see: the request as the chain left it.
+    let mut passed = (!responders.is_empty()).then(|| RequestView {
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        headers: parts.headers.clone(),
+        client,
+        response_headers: Vec::new(),
+    });
 
     // Only requests that can be sent again unchanged are retried: an
     // idempotent method and no body.
@@ -134,19 +143,10 @@ pub async fn handle(
     let mut body = Some(body);
     let mut tried: Vec<BackendId> = Vec::new();
     loop {
-        let mut view = RequestView {
-            method: std::mem::take(&mut parts.method),
-            uri: std::mem::take(&mut parts.uri),
-            headers: std::mem::take(&mut parts.headers),
-            client,
-            response_headers: Vec::new(),
-        };
+        let mut view = lend(&mut parts, client);
         let choice = upstream.choose(&mut view, &tried);
-        parts.method = view.method;
-        parts.uri = view.uri;
-        parts.headers = view.headers;
         // From this attempt's choice only: a retry chooses again.
-        let added_headers = view.response_headers;
+        let added_headers = take_back(&mut parts, view);
 
         let (backend, chosen_by) = match choice {
             Choice::Backend(backend, by) => (backend, by),
@@ -200,8 +200,8 @@ pub async fn handle(
                 for (name, value) in added_headers {
                     head.headers.append(name, value);
                 }
-                if !responders.is_empty() {
-                    filters::on_response(&route, &responders, head.status, &mut head.headers);
+                if let Some(view) = &mut passed {
+                    filters::on_response(&route, &responders, view, head.status, &mut head.headers);
                 }
                 if let Some(log) = &mut log {
                     log.status = head.status.as_u16();
@@ -240,6 +240,30 @@ pub async fn handle(
             }
         }
     }
+}
+
+/// Moves the request's method, URI and headers into a view for a plugin
+/// call (moved, not copied; see [`take_back`]).
+fn lend(parts: &mut http::request::Parts, client: SocketAddr) -> RequestView {
+    RequestView {
+        method: std::mem::take(&mut parts.method),
+        uri: std::mem::take(&mut parts.uri),
+        headers: std::mem::take(&mut parts.headers),
+        client,
+        response_headers: Vec::new(),
+    }
+}
+
+/// Moves a lent view's request back; returns the response headers the
+/// balancer asked for.
+fn take_back(
+    parts: &mut http::request::Parts,
+    view: RequestView,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    parts.method = view.method;
+    parts.uri = view.uri;
+    parts.headers = view.headers;
+    view.response_headers
 }
 
 /// A failed attempt: what to answer, and whether another backend may be

@@ -51,6 +51,14 @@ struct Settings {
     /// (for example `x-request-id`).
     #[serde(default)]
     request_id: Option<String>,
+    /// Also send the request's id back in the response, under the same
+    /// header (default true when `request_id` is set).
+    #[serde(default = "yes")]
+    echo_request_id: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The filter.
@@ -59,6 +67,7 @@ pub struct Headers {
     request: Vec<HeaderOp>,
     response: Vec<HeaderOp>,
     request_id: Option<String>,
+    echo_request_id: bool,
     rng: Rng,
 }
 
@@ -70,6 +79,7 @@ impl Headers {
         Ok(Headers {
             request: settings.request.to_ops(),
             response: settings.response.to_ops(),
+            echo_request_id: settings.echo_request_id && settings.request_id.is_some(),
             request_id: settings.request_id.map(|h| h.to_ascii_lowercase()),
             rng: Rng::from_entropy(),
         })
@@ -87,7 +97,7 @@ impl Filter for Headers {
     }
 
     fn wants_response(&self) -> bool {
-        !self.response.is_empty()
+        !self.response.is_empty() || self.echo_request_id
     }
 
     fn on_request(&mut self, request: &Request<'_>) -> Decision {
@@ -104,8 +114,21 @@ impl Filter for Headers {
         Decision::Continue(changes)
     }
 
-    fn on_response(&mut self, _status: u16, _headers: &[(String, String)]) -> Vec<HeaderOp> {
-        self.response.clone()
+    fn on_response(
+        &mut self,
+        request: &Request<'_>,
+        _status: u16,
+        _headers: &[(String, String)],
+    ) -> Vec<HeaderOp> {
+        let mut ops = self.response.clone();
+        // The id the request went on with: the client's, or ours.
+        if self.echo_request_id
+            && let Some(name) = &self.request_id
+            && let Some(id) = request.header(name)
+        {
+            ops.push(HeaderOp::Set(name.clone(), id));
+        }
+        ops
     }
 }
 
@@ -143,6 +166,12 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
         assert!(!h.wants_response());
+        let echo = Headers::from_settings(r#"{"request_id": "x-request-id"}"#).unwrap();
+        assert!(echo.wants_response(), "the id goes back by default");
+        let quiet =
+            Headers::from_settings(r#"{"request_id": "x-request-id", "echo_request_id": false}"#)
+                .unwrap();
+        assert!(!quiet.wants_response());
     }
 
     #[test]
