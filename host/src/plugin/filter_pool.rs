@@ -163,53 +163,18 @@ impl FilterPool {
         self.calls.load(Ordering::Relaxed)
     }
 
-    /// Runs `on-request` for `request` (moved into the store for the call
-    /// and back, whatever the outcome) and checks the decision.
+    /// Runs `on-request` for `request` and checks the decision.
     pub fn on_request(&self, request: &mut RequestView) -> Result<FilterDecision, CallError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.try_on_request(request);
-        if let Err(error) = &result {
-            record_failure(&self.failures, self.plugin.name(), &self.owner, error);
-        }
-        result
-    }
-
-    fn try_on_request(&self, request: &mut RequestView) -> Result<FilterDecision, CallError> {
-        let mut instance = self.checkout()?;
-        let placeholder = request.placeholder();
-        instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
-        instance
-            .store
-            .set_epoch_deadline(self.plugin.limits.deadline_ticks());
-        let api = instance.bindings.weir_plugin_http_filter();
-        let outcome = contain(|| api.call_on_request(&mut instance.store, Resource::new_borrow(0)));
-        if let Some(view) = instance.store.data_mut().request.take() {
-            *request = view;
-        }
-        let decision = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
-        self.idle.put(instance);
-        check_decision(decision).map_err(CallError::Invalid)
+        self.call(request, |api, store| {
+            api.call_on_request(store, Resource::new_borrow(0))
+        })
+        .and_then(|decision| self.checked(check_decision(decision)))
     }
 
     /// Runs `on-response` for a response with `status` and `headers` to
-    /// `request` (lent to the store for the call, as in `on_request`);
-    /// returns the header changes to make. Only call it when
+    /// `request`; returns the header changes to make. Only call it when
     /// [`wants_response`](FilterPool::wants_response).
     pub fn on_response(
-        &self,
-        request: &mut RequestView,
-        status: StatusCode,
-        headers: &HeaderMap,
-    ) -> Result<Vec<HeaderOp>, CallError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.try_on_response(request, status, headers);
-        if let Err(error) = &result {
-            record_failure(&self.failures, self.plugin.name(), &self.owner, error);
-        }
-        result
-    }
-
-    fn try_on_response(
         &self,
         request: &mut RequestView,
         status: StatusCode,
@@ -219,30 +184,51 @@ impl FilterPool {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        let mut instance = self.checkout()?;
-        let placeholder = request.placeholder();
-        instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
-        instance
-            .store
-            .set_epoch_deadline(self.plugin.limits.deadline_ticks());
-        let api = instance.bindings.weir_plugin_http_filter();
-        let outcome = contain(|| {
-            api.call_on_response(
-                &mut instance.store,
-                Resource::new_borrow(0),
-                status.as_u16(),
-                &list,
-            )
-        });
-        if let Some(view) = instance.store.data_mut().request.take() {
-            *request = view;
+        self.call(request, |api, store| {
+            api.call_on_response(store, Resource::new_borrow(0), status.as_u16(), &list)
+        })
+        .and_then(|ops| self.checked(ops.into_iter().map(check_header_op).collect()))
+    }
+
+    /// One call: `request` is moved into an idle instance's store for it
+    /// and back, whatever the outcome, under the call deadline. A failed
+    /// call discards the instance and is counted and logged.
+    fn call<R>(
+        &self,
+        request: &mut RequestView,
+        f: impl FnOnce(&filter_api::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let result = (|| {
+            let mut instance = self.checkout()?;
+            let placeholder = request.placeholder();
+            instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
+            instance
+                .store
+                .set_epoch_deadline(self.plugin.limits.deadline_ticks());
+            let api = instance.bindings.weir_plugin_http_filter();
+            let outcome = contain(|| f(api, &mut instance.store));
+            if let Some(view) = instance.store.data_mut().request.take() {
+                *request = view;
+            }
+            let value = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
+            self.idle.put(instance);
+            Ok(value)
+        })();
+        if let Err(error) = &result {
+            record_failure(&self.failures, self.plugin.name(), &self.owner, error);
         }
-        let ops = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
-        self.idle.put(instance);
-        ops.into_iter()
-            .map(check_header_op)
-            .collect::<Result<_, _>>()
-            .map_err(CallError::Invalid)
+        result
+    }
+
+    /// A call whose answer did not pass the checks: counted and logged as
+    /// a failed call.
+    fn checked<T>(&self, answer: Result<T, String>) -> Result<T, CallError> {
+        answer.map_err(|reason| {
+            let error = CallError::Invalid(reason);
+            record_failure(&self.failures, self.plugin.name(), &self.owner, &error);
+            error
+        })
     }
 
     fn checkout(&self) -> Result<Instance, CallError> {
