@@ -245,6 +245,8 @@ pub mod shim {
 
     /// The generated request resource, named for the macro's expansion.
     pub type WitRequest = crate::wit::weir::plugin::types::Request;
+    /// The generated IP address, named for the macro's expansion.
+    pub type WitIpAddress = crate::wit::weir::plugin::types::IpAddress;
     /// Generated types, named for the macro's expansion.
     pub use super::wit::{Decision as WitDecision, HeaderOp as WitHeaderOp, Hooks as WitHooks};
 
@@ -263,8 +265,8 @@ pub mod shim {
 
     /// `on-request`: asks the filter; before a successful `init`, fails the
     /// call (a trap), which weir handles by the route's failure policy.
-    pub fn on_request(request: &WitRequest) -> WitDecision {
-        let request = Request::new(request);
+    pub fn on_request(request: &WitRequest, client: WitIpAddress) -> WitDecision {
+        let request = Request::with_client_ip(request, client);
         let decision = FILTER.with_borrow_mut(|f| {
             f.as_mut()
                 .map(|f| f.on_request(&request))
@@ -339,8 +341,11 @@ macro_rules! export_filter {
                     $crate::filter::shim::init::<$filter>(&config)
                 }
 
-                fn on_request(request: &$crate::filter::shim::WitRequest) -> $crate::filter::shim::WitDecision {
-                    $crate::filter::shim::on_request(request)
+                fn on_request(
+                    request: &$crate::filter::shim::WitRequest,
+                    client: $crate::filter::shim::WitIpAddress,
+                ) -> $crate::filter::shim::WitDecision {
+                    $crate::filter::shim::on_request(request, client)
                 }
 
                 fn on_response(

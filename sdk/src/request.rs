@@ -12,11 +12,24 @@ use crate::wit::weir::plugin::types as wit;
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     inner: &'a wit::Request,
+    /// The client's IP when the host passed it with the call.
+    client_ip: Option<wit::IpAddress>,
 }
 
 impl<'a> Request<'a> {
     pub(crate) fn new(inner: &'a wit::Request) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            client_ip: None,
+        }
+    }
+
+    /// A request whose client IP came with the call (filters).
+    pub(crate) fn with_client_ip(inner: &'a wit::Request, client_ip: wit::IpAddress) -> Self {
+        Self {
+            inner,
+            client_ip: Some(client_ip),
+        }
     }
 
     /// The method, upper case as sent: `GET`, `POST`, ... One host call.
@@ -52,11 +65,12 @@ impl<'a> Request<'a> {
         cookie_value(&self.header("cookie")?, name).map(str::to_string)
     }
 
-    /// The client's IP address (an IPv4-mapped IPv6 peer as IPv4). One host
-    /// call that copies no string: cheaper than
-    /// [`client_addr`](Request::client_addr) when only the address matters.
+    /// The client's IP address (an IPv4-mapped IPv6 peer as IPv4). In a
+    /// filter it came with the call: free. In a balancer, one host call that
+    /// copies no string: cheaper than [`client_addr`](Request::client_addr)
+    /// when only the address matters.
     pub fn client_ip(&self) -> std::net::IpAddr {
-        match self.inner.client_ip() {
+        match self.client_ip.unwrap_or_else(|| self.inner.client_ip()) {
             wit::IpAddress::V4((a, b, c, d)) => std::net::Ipv4Addr::new(a, b, c, d).into(),
             wit::IpAddress::V6((a, b, c, d, e, f, g, h)) => {
                 std::net::Ipv6Addr::new(a, b, c, d, e, f, g, h).into()

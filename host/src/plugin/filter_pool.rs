@@ -14,7 +14,7 @@ use wasmtime::component::Resource;
 
 use super::bindings::{FilterBindings, filter_api};
 use super::guard::contain;
-use super::host::{HostState, RequestView};
+use super::host::{HostState, RequestView, wit_ip};
 use super::pool::{CallError, Idle, classify, describe, record_failure};
 use super::{Kind, LoadedPlugin, PluginError};
 
@@ -165,8 +165,9 @@ impl FilterPool {
 
     /// Runs `on-request` for `request` and checks the decision.
     pub fn on_request(&self, request: &mut RequestView) -> Result<FilterDecision, CallError> {
+        let client = wit_ip(request.client.ip());
         self.call(request, |api, store| {
-            api.call_on_request(store, Resource::new_borrow(0))
+            api.call_on_request(store, Resource::new_borrow(0), client)
         })
         .and_then(|decision| self.checked(check_decision(decision)))
     }

@@ -169,18 +169,9 @@ impl types::HostRequest for HostState {
     fn client_ip(&mut self, _: Resource<RequestHandle>) -> types::IpAddress {
         let ip = self
             .request()
-            .map(|r| r.client.ip().to_canonical())
+            .map(|r| r.client.ip())
             .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-        match ip {
-            std::net::IpAddr::V4(v4) => {
-                let [a, b, c, d] = v4.octets();
-                types::IpAddress::V4((a, b, c, d))
-            }
-            std::net::IpAddr::V6(v6) => {
-                let [a, b, c, d, e, f, g, h] = v6.segments();
-                types::IpAddress::V6((a, b, c, d, e, f, g, h))
-            }
-        }
+        wit_ip(ip)
     }
 
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
@@ -278,6 +269,21 @@ impl metrics::Host for HostState {
                 name,
                 "counter refused: bad name or too many counters"
             );
+        }
+    }
+}
+
+/// An IP address as the WIT `ip-address`; an IPv4-mapped IPv6 address as
+/// the IPv4 address it stands for.
+pub(crate) fn wit_ip(ip: std::net::IpAddr) -> types::IpAddress {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            types::IpAddress::V4((a, b, c, d))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let [a, b, c, d, e, f, g, h] = v6.segments();
+            types::IpAddress::V6((a, b, c, d, e, f, g, h))
         }
     }
 }
