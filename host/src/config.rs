@@ -338,6 +338,13 @@ pub enum HealthCheckKind {
     Tcp,
 }
 
+/// Longest health-check interval or timeout, and slow-start window.
+pub const MAX_PERIOD_MS: u64 = 3_600_000;
+/// Longest connect, request or idle timeout.
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+/// Longest ejection.
+pub const MAX_EJECTION_MS: u64 = 7 * 24 * 3_600_000;
+
 fn default_check_path() -> String {
     "/".to_string()
 }
@@ -725,6 +732,12 @@ impl Config {
             if value == 0 {
                 return Err(self.error(0..0, format!("upstream {name}: {what} must be at least 1")));
             }
+            if value > MAX_TIMEOUT_MS {
+                return Err(self.error(
+                    0..0,
+                    format!("upstream {name}: {what} must be at most {MAX_TIMEOUT_MS} (1 day)"),
+                ));
+            }
         }
         if let Some(check) = &upstream.health_check {
             self.validate_health_check(name, check)?;
@@ -744,6 +757,23 @@ impl Config {
                     format!("upstream {name}: outlier_detection max_ejection_percent must be within 0..=100"),
                 ));
             }
+            for (value, what) in [
+                (outlier.base_ejection_ms, "base_ejection_ms"),
+                (outlier.max_ejection_ms, "max_ejection_ms"),
+            ] {
+                if value > MAX_EJECTION_MS {
+                    return Err(self.error(
+                        0..0,
+                        format!("upstream {name}: outlier_detection {what} must be at most {MAX_EJECTION_MS} (7 days)"),
+                    ));
+                }
+            }
+        }
+        if upstream.slow_start_ms > MAX_PERIOD_MS {
+            return Err(self.error(
+                0..0,
+                format!("upstream {name}: slow_start_ms must be at most {MAX_PERIOD_MS} (1 hour)"),
+            ));
         }
         if upstream.retry.retries > 10 {
             return Err(self.error(
@@ -808,6 +838,12 @@ impl Config {
                 return Err(self.error(
                     0..0,
                     format!("upstream {name}: health_check {what} must be at least 1"),
+                ));
+            }
+            if what.ends_with("_ms") && value > MAX_PERIOD_MS {
+                return Err(self.error(
+                    0..0,
+                    format!("upstream {name}: health_check {what} must be at most {MAX_PERIOD_MS} (1 hour)"),
                 ));
             }
         }
@@ -931,6 +967,51 @@ weight = 2
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.starts_with("weir.toml:11:14:"), "{err}");
         assert!(err.contains("unknown variant `retry`"), "{err}");
+    }
+
+    #[test]
+    fn periods_are_bounded() {
+        for (extra, what) in [
+            (
+                "[upstreams.web.health_check]\ninterval_ms = 18446744073709551615\n",
+                "interval_ms must be at most",
+            ),
+            (
+                "[upstreams.web.health_check]\ntimeout_ms = 3600001\n",
+                "timeout_ms must be at most",
+            ),
+            (
+                "[upstreams.web.outlier_detection]\nbase_ejection_ms = 18446744073709551615\n",
+                "base_ejection_ms must be at most",
+            ),
+            (
+                "[upstreams.web.outlier_detection]\nmax_ejection_ms = 604800001\n",
+                "max_ejection_ms must be at most",
+            ),
+        ] {
+            let err = parse(&format!("{GOOD}\n{extra}")).unwrap_err().to_string();
+            assert!(err.contains(what), "{extra}: {err}");
+        }
+        let text = GOOD.replace(
+            "[upstreams.web]\n",
+            "[upstreams.web]\nidle_timeout_ms = 86400001\n",
+        );
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("idle_timeout_ms must be at most")
+        );
+        let text = GOOD.replace(
+            "[upstreams.web]\n",
+            "[upstreams.web]\nslow_start_ms = 3600001\n",
+        );
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("slow_start_ms must be at most")
+        );
     }
 
     #[test]

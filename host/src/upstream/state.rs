@@ -173,7 +173,11 @@ impl BackendState {
             .saturating_mul(n.min(u32::MAX as u64) as u32)
             .min(max.max(base));
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.ejected_until = Some(now + length);
+        // Bounded by config validation; saturate all the same.
+        inner.ejected_until = Some(
+            now.checked_add(length)
+                .unwrap_or(now + Duration::from_secs(7 * 86_400)),
+        );
         inner.ejection_reason = Some(reason);
         self.consecutive_errors.store(0, Ordering::Relaxed);
         length

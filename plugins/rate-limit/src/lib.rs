@@ -62,10 +62,11 @@ impl Gcra {
     /// allowed (refused).
     pub fn decide(self, stored: Option<i64>, now: i64) -> Result<i64, i64> {
         let tat = stored.unwrap_or(now).max(now);
-        if tat - now > self.tolerance {
-            Err(tat - now - self.tolerance)
+        let ahead = tat.saturating_sub(now);
+        if ahead > self.tolerance {
+            Err(ahead - self.tolerance)
         } else {
-            Ok(tat + self.interval)
+            Ok(tat.saturating_add(self.interval))
         }
     }
 }
@@ -84,9 +85,9 @@ impl RateLimit {
     pub fn from_settings(config: &str) -> Result<Self, String> {
         let settings: Settings = serde_json::from_str(config)
             .map_err(|e| format!("invalid rate-limit settings: {e}"))?;
-        if !(settings.rate > 0.0 && settings.rate <= 1e6) {
+        if !(0.001..=1e6).contains(&settings.rate) {
             return Err(format!(
-                "rate {} must be within (0, 1000000] per second",
+                "rate {} must be within 0.001..=1000000 per second",
                 settings.rate
             ));
         }
@@ -222,6 +223,8 @@ mod tests {
         assert!(RateLimit::from_settings(r#"{"rate": 5, "key": "header:x-user"}"#).is_ok());
         for bad in [
             r#"{"rate": 0}"#,
+            r#"{"rate": 1e-300}"#,
+            r#"{"rate": 5, "zone": 1}"#,
             r#"{"rate": 5, "key": "cookie"}"#,
             r#"{"rate": 5, "key": "header:"}"#,
             r#"{}"#,
