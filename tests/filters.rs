@@ -4,11 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
 use support::*;
 
 /// A `[[routes.filters]]` entry for the config's route (TOML appends it to
@@ -19,28 +14,6 @@ fn filter(plugin: &str, settings: &str, extra: &str) -> String {
 
 async fn proxy_with(backend: &TestBackend, filters: &str) -> TestProxy {
     TestProxy::start(&(config_text(&[backend.addr], "", "") + filters)).await
-}
-
-/// Sends a GET with `headers`; returns status, response headers and body.
-async fn send(url: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
-    let mut request = Request::get(url);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        client().request(request.body(Full::new(Bytes::new())).unwrap()),
-    )
-    .await
-    .unwrap()
-    .unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status.as_u16(),
-        parts.headers,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
 }
 
 /// SHA-256 of the test key `key-one`, from `printf %s key-one | sha256sum`.

@@ -416,30 +416,16 @@ async fn bad_settings_stop_weir_from_starting() {
     }
 }
 
-/// GETs `url` with an optional `Cookie` header; returns the body and the
-/// `Set-Cookie` header, if any.
+/// GETs `url` with an optional `Cookie` header; checks it is answered 200
+/// and returns the body and the `Set-Cookie` header, if any.
 async fn get_with_cookie(url: &str, cookie: Option<&str>) -> (String, Option<String>) {
-    let mut request = Request::get(url);
-    if let Some(cookie) = cookie {
-        request = request.header("cookie", cookie);
-    }
-    let response = client()
-        .request(request.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let set_cookie = response
-        .headers()
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    let (status, headers, body) = send(url, &headers).await;
+    assert_eq!(status, 200);
+    let set_cookie = headers
         .get("set-cookie")
         .map(|v| v.to_str().unwrap().to_string());
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    (
-        String::from_utf8_lossy(&body).trim().to_string(),
-        set_cookie,
-    )
+    (body.trim().to_string(), set_cookie)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,14 +19,14 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::access_log::AccessLog;
 use crate::metrics::{self, ProcessCounters};
-use crate::proxy::ProxyBody;
+use crate::proxy::{ProxyBody, text};
 use crate::reload::{ReloadKind, Reloader};
 use crate::upstream::{AdminError, Backend, NewBackend, Upstream};
 
@@ -295,20 +295,6 @@ fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
 
 fn error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     json_response(status, &json!({ "error": message }))
-}
-
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        "text/plain; charset=utf-8".parse().expect("valid header"),
-    );
-    response
 }
 
 /// Compares without stopping at the first difference, so the time taken

@@ -145,11 +145,13 @@ impl Decision {
 }
 
 /// A request filter: the one trait a filter plugin implements.
-pub trait Filter: Sized + 'static {
+pub trait Filter: 'static {
     /// Creates the filter from its settings in the route's chain, as JSON
     /// text (`{}` when there are none). `Err` rejects the filter; weir logs
     /// the message.
-    fn init(config: &str) -> Result<Self, String>;
+    fn init(config: &str) -> Result<Self, String>
+    where
+        Self: Sized;
 
     /// Whether weir should call [`on_response`](Filter::on_response).
     /// Asked once, right after `init`. Default: no.
@@ -208,33 +210,8 @@ pub fn counter(name: &str, delta: u64) {
     crate::wit_filter::weir::plugin::metrics::increment(name, delta);
 }
 
-/// [`Filter`] without its constructor.
-trait Dyn {
-    fn on_request(&mut self, request: &Request<'_>) -> Decision;
-    fn on_response(
-        &mut self,
-        request: &Request<'_>,
-        status: u16,
-        headers: &[(String, String)],
-    ) -> Vec<HeaderOp>;
-}
-
-impl<T: Filter> Dyn for T {
-    fn on_request(&mut self, request: &Request<'_>) -> Decision {
-        Filter::on_request(self, request)
-    }
-    fn on_response(
-        &mut self,
-        request: &Request<'_>,
-        status: u16,
-        headers: &[(String, String)],
-    ) -> Vec<HeaderOp> {
-        Filter::on_response(self, request, status, headers)
-    }
-}
-
 thread_local! {
-    static FILTER: RefCell<Option<Box<dyn Dyn>>> = RefCell::new(None);
+    static FILTER: RefCell<Option<Box<dyn Filter>>> = RefCell::new(None);
 }
 
 /// The shim behind [`export_filter!`](crate::export_filter). Not part of the

@@ -251,6 +251,28 @@ pub async fn get(client: &Client<HttpConnector, Full<Bytes>>, url: &str) -> (Sta
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// Sends a GET with `headers`; returns status, response headers and body.
+pub async fn send(url: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
+    let mut request = Request::get(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        client().request(request.body(Full::new(Bytes::new())).unwrap()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
 /// Sends `total` GETs to `url` from `concurrency` tasks; returns how many
 /// of each (status, body) were seen.
 pub async fn spread(url: &str, total: usize, concurrency: usize) -> BTreeMap<(u16, String), usize> {

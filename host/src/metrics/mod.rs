@@ -5,10 +5,8 @@ pub mod histogram;
 
 use std::fmt::Write;
 
-use std::sync::Arc;
-
 use crate::snapshot::Snapshot;
-use crate::upstream::{Backend, Health};
+use crate::upstream::Health;
 
 /// Process-wide counters that do not live in the snapshot.
 #[derive(Debug, Default, Clone)]
@@ -79,7 +77,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
             .duration
             .render(&mut out, "weir_request_duration_seconds", labels);
     }
-    per_backend(
+    family(
         &mut out,
         "weir_backend_failures_total",
         "counter",
@@ -87,7 +85,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         &backends,
         |b| b.stats.failures().to_string(),
     );
-    per_backend(
+    family(
         &mut out,
         "weir_backend_in_flight",
         "gauge",
@@ -95,7 +93,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         &backends,
         |b| b.stats.in_flight().to_string(),
     );
-    per_backend(
+    family(
         &mut out,
         "weir_backend_latency_ewma_seconds",
         "gauge",
@@ -103,7 +101,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         &backends,
         |b| (f64::from(b.stats.ewma_latency_us()) / 1e6).to_string(),
     );
-    per_backend(
+    family(
         &mut out,
         "weir_backend_weight",
         "gauge",
@@ -145,7 +143,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
             b.state.checks_failed()
         );
     }
-    per_backend(
+    family(
         &mut out,
         "weir_backend_ejections_total",
         "counter",
@@ -155,34 +153,26 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
     );
 
     use std::sync::atomic::Ordering::Relaxed;
-    header(
+    let by_upstream: Vec<_> = upstreams
+        .iter()
+        .map(|(name, u)| (format!("upstream=\"{}\"", escape(name)), u.stats()))
+        .collect();
+    family(
         &mut out,
         "weir_retries_total",
         "counter",
         "Requests retried on another backend.",
+        &by_upstream,
+        |s| s.retries.load(Relaxed).to_string(),
     );
-    for (name, u) in &upstreams {
-        let _ = writeln!(
-            out,
-            "weir_retries_total{{upstream=\"{}\"}} {}",
-            escape(name),
-            u.stats().retries.load(Relaxed)
-        );
-    }
-    header(
+    family(
         &mut out,
         "weir_retries_refused_total",
         "counter",
         "Retries not made because the retry budget was spent.",
+        &by_upstream,
+        |s| s.retries_refused.load(Relaxed).to_string(),
     );
-    for (name, u) in &upstreams {
-        let _ = writeln!(
-            out,
-            "weir_retries_refused_total{{upstream=\"{}\"}} {}",
-            escape(name),
-            u.stats().retries_refused.load(Relaxed)
-        );
-    }
     header(
         &mut out,
         "weir_unavailable_total",
@@ -332,18 +322,19 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
     out
 }
 
-/// A family with one sample per backend.
-fn per_backend(
+/// A family with one sample per row (labels already formatted: a
+/// backend's or an upstream's).
+fn family<T>(
     out: &mut String,
     name: &str,
     kind: &str,
     help: &str,
-    backends: &[(String, Arc<Backend>)],
-    value: impl Fn(&Backend) -> String,
+    rows: &[(String, T)],
+    value: impl Fn(&T) -> String,
 ) {
     header(out, name, kind, help);
-    for (labels, b) in backends {
-        let _ = writeln!(out, "{name}{{{labels}}} {}", value(b));
+    for (labels, row) in rows {
+        let _ = writeln!(out, "{name}{{{labels}}} {}", value(row));
     }
 }
 

@@ -348,6 +348,12 @@ impl LoadedPlugin {
         &self.name
     }
 
+    /// The plugin's name, shared (no copy), for values that outlive a
+    /// borrow, such as access log lines.
+    pub fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
     /// The file it was loaded from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -82,16 +82,6 @@ impl SharedCells {
         let mut cells = self.lock();
         cells.live(key, now) == expected && cells.write(key, new, ttl, now)
     }
-
-    /// Cells held now, expired ones not yet swept included.
-    pub fn len(&self) -> usize {
-        self.lock().map.len()
-    }
-
-    /// True when no cell is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Most distinct counters one plugin may define.

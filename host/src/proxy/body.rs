@@ -81,18 +81,28 @@ impl Body for TrackedBody {
     }
 }
 
-/// A short plain-text response from weir itself.
+/// A whole body in memory, as the body type weir sends and forwards.
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A short plain-text response from weir itself: `STATUS Reason: message`.
 pub(crate) fn plain(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let text = format!(
-        "{} {}: {message}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut response = Response::new(
-        Full::new(Bytes::from(text))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    text(
+        status,
+        format!(
+            "{} {}: {message}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ),
+    )
+}
+
+/// A plain-text response with `body`.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

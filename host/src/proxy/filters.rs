@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 
 use super::ProxyBody;
 use crate::config::FilterFailure;
@@ -38,7 +37,7 @@ pub(crate) struct ChainRun {
 pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView) -> ChainRun {
     let mut responders = Vec::new();
     for (i, stage) in route.filters.iter().enumerate() {
-        let name = || Some(Arc::<str>::from(stage.pool.plugin().name()));
+        let name = || Some(stage.pool.plugin().name_arc());
         let decision = match stage.pool.on_request(request) {
             Ok(FilterDecision::Route { upstream, .. })
                 if snapshot.upstream(&upstream).is_none() =>
@@ -78,8 +77,7 @@ pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView)
                 headers,
                 body,
             }) => {
-                let mut response =
-                    Response::new(Full::new(body).map_err(|never| match never {}).boxed());
+                let mut response = Response::new(super::full(body));
                 *response.status_mut() = status;
                 for (name, value) in headers {
                     response.headers_mut().append(name, value);

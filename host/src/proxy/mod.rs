@@ -16,10 +16,10 @@ use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-pub use body::ProxyBody;
+pub use body::{ProxyBody, full, text};
 
 use crate::access_log::AccessLog;
 use crate::plugin::RequestView;
@@ -187,7 +187,7 @@ pub async fn handle(
         });
         let request_body = match body.take() {
             Some(body) if !retryable => body.boxed(),
-            _ => empty(),
+            _ => full(Bytes::new()),
         };
         let request = match prepare(parts, request_body, &backend, host.as_deref(), client) {
             Ok(request) => request,
@@ -382,12 +382,6 @@ fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-fn empty() -> UpstreamBody {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
 }
 
 /// The host the client asked for: `:authority` (HTTP/2, absolute-form) or

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use serde::Deserialize;
 
-use super::{Backend, Health, Upstream};
+use super::{Backend, BackendSpec, Upstream};
 
 /// Why an admin change was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,23 +66,19 @@ impl Upstream {
                 )));
             }
             let id = members.iter().map(|b| b.id + 1).max().unwrap_or(0);
-            members.push(Arc::new(Backend {
-                id,
+            let spec = BackendSpec {
                 name: name.clone(),
                 addr,
-                authority: addr
-                    .to_string()
-                    .parse()
-                    .expect("an ip:port is an authority"),
                 weight: new.weight,
-                base_weight: new.weight,
-                max_in_flight: new.max_in_flight,
                 metadata: new.metadata.into_iter().collect(),
-                health: Health::Healthy,
-                stats: Arc::default(),
-                state: Arc::default(),
-                reason: None,
-            }));
+                max_in_flight: new.max_in_flight,
+            };
+            members.push(Arc::new(Backend::new(
+                id,
+                spec,
+                Arc::default(),
+                Arc::default(),
+            )));
             Ok(())
         })
     }
@@ -101,10 +97,11 @@ impl Upstream {
         check_weight(weight)?;
         self.admin_edit(name, &format!("re-weighted to {weight}"), |members| {
             let at = self.position(members, name)?;
-            let b = &members[at];
-            let mut changed = b.with(b.health, weight, b.reason.clone());
-            changed.base_weight = weight;
-            members[at] = Arc::new(changed);
+            members[at] = Arc::new(Backend {
+                weight,
+                base_weight: weight,
+                ..(*members[at]).clone()
+            });
             Ok(())
         })
     }

@@ -36,7 +36,7 @@ impl Health {
 }
 
 /// One backend server of an upstream.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Backend {
     /// Stable id within the upstream.
     pub id: BackendId,
@@ -64,22 +64,58 @@ pub struct Backend {
     pub reason: Option<String>,
 }
 
+/// What a backend is made from: a `[[backends]]` entry or an admin API
+/// request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    /// Name for logs, metrics and plugins.
+    pub name: String,
+    /// Where to connect.
+    pub addr: SocketAddr,
+    /// Relative weight.
+    pub weight: u32,
+    /// Labels handed to plugins.
+    pub metadata: Vec<(String, String)>,
+    /// Own in-flight limit.
+    pub max_in_flight: Option<u32>,
+}
+
 impl Backend {
+    /// A healthy backend made from `spec`, with `id` and the live state it
+    /// carries over (fresh for a new backend).
+    pub fn new(
+        id: BackendId,
+        spec: BackendSpec,
+        stats: Arc<BackendStats>,
+        state: Arc<BackendState>,
+    ) -> Backend {
+        Backend {
+            id,
+            authority: spec
+                .addr
+                .to_string()
+                .parse()
+                .expect("an ip:port is an authority"),
+            name: spec.name,
+            addr: spec.addr,
+            weight: spec.weight,
+            base_weight: spec.weight,
+            max_in_flight: spec.max_in_flight,
+            metadata: spec.metadata,
+            health: Health::Healthy,
+            stats,
+            state,
+            reason: None,
+        }
+    }
+
     /// A copy with a new health and weight (for a new set).
     pub fn with(&self, health: Health, weight: u32, reason: Option<String>) -> Backend {
         Backend {
-            id: self.id,
-            name: self.name.clone(),
-            addr: self.addr,
-            authority: self.authority.clone(),
-            weight,
-            base_weight: self.base_weight,
-            max_in_flight: self.max_in_flight,
-            metadata: self.metadata.clone(),
             health,
-            stats: self.stats.clone(),
-            state: self.state.clone(),
+            weight,
             reason,
+            ..self.clone()
         }
     }
 }
@@ -272,20 +308,15 @@ pub(crate) mod tests {
     use super::*;
 
     pub(crate) fn backend(id: BackendId, health: Health) -> Arc<Backend> {
-        Arc::new(Backend {
-            id,
+        let spec = BackendSpec {
             name: format!("b{id}"),
             addr: SocketAddr::from(([127, 0, 0, 1], 9000 + id as u16)),
-            authority: http::uri::Authority::from_static("127.0.0.1:9000"),
             weight: 1,
-            base_weight: 1,
-            max_in_flight: None,
             metadata: vec![],
-            health,
-            stats: Arc::default(),
-            state: Arc::default(),
-            reason: None,
-        })
+            max_in_flight: None,
+        };
+        let healthy = Backend::new(id, spec, Arc::default(), Arc::default());
+        Arc::new(Backend { health, ..healthy })
     }
 
     #[test]

@@ -15,12 +15,7 @@ pub struct RoundRobin {
 impl RoundRobin {
     /// The next eligible backend, or none when no backend is eligible.
     pub fn select(&self, set: &BackendSet) -> Option<Arc<Backend>> {
-        let eligible = set.eligible();
-        if eligible.is_empty() {
-            return None;
-        }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(eligible[n % eligible.len()].clone())
+        self.select_where(set, |_| true)
     }
 
     /// The next eligible backend for which `usable` holds, or none.

@@ -25,7 +25,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 pub use admin::{AdminError, NewBackend};
-pub use backend::{Backend, BackendId, BackendSet, BackendStats, Health, InFlight};
+pub use backend::{Backend, BackendId, BackendSet, BackendSpec, BackendStats, Health, InFlight};
 pub use fallback::RoundRobin;
 pub use retry::RetryBudget;
 pub use state::BackendState;
@@ -391,10 +391,9 @@ impl Upstream {
 
     /// Rebuilds the backend set from the backends' health state (checks,
     /// ejections, drain, slow start) if that changed anything, logging each
-    /// backend whose health changed. Returns when the next timed change is
-    /// due.
-    pub fn refresh(&self) -> Option<Instant> {
-        self.edit(|_| Ok(())).ok().flatten()
+    /// backend whose health changed.
+    pub fn refresh(&self) {
+        let _ = self.edit(|_| Ok(()));
     }
 
     /// Applies `change` to the backend list, rebuilds the set (see
@@ -521,27 +520,18 @@ fn members_from_config(
                     (next_id - 1, Arc::default(), Arc::default())
                 }
             };
-            Arc::new(Backend {
-                id,
+            let spec = BackendSpec {
                 name,
-                authority: addr
-                    .to_string()
-                    .parse()
-                    .expect("an ip:port is an authority"),
                 addr,
                 weight: b.weight,
-                base_weight: b.weight,
-                max_in_flight: b.max_in_flight,
                 metadata: b
                     .metadata
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                health: Health::Healthy,
-                stats,
-                state,
-                reason: None,
-            })
+                max_in_flight: b.max_in_flight,
+            };
+            Arc::new(Backend::new(id, spec, stats, state))
         })
         .collect()
 }

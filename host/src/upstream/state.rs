@@ -188,14 +188,6 @@ impl BackendState {
         self.draining.store(draining, Ordering::Relaxed);
     }
 
-    /// Whether the health check currently holds the backend down.
-    pub fn check_down(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .check_down
-    }
-
     /// Active checks passed in all.
     pub fn checks_passed(&self) -> u64 {
         self.checks_passed.load(Ordering::Relaxed)
