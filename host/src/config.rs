@@ -107,6 +107,11 @@ pub struct PluginsConfig {
     pub cache: bool,
     /// Where the compiled-code cache lives; default `$HOME/.cache/weir`.
     pub cache_dir: Option<PathBuf>,
+    /// Log lines each plugin may write per second, all its instances
+    /// together, with a burst of [`crate::plugin::BURST_SECONDS`] seconds'
+    /// worth; lines over it are dropped and counted. Within
+    /// 1..=[`crate::plugin::MAX_LINES_PER_SECOND`].
+    pub log_lines_per_second: u32,
 }
 
 impl Default for PluginsConfig {
@@ -120,6 +125,7 @@ impl Default for PluginsConfig {
             watch_interval_ms: 500,
             cache: true,
             cache_dir: None,
+            log_lines_per_second: crate::plugin::DEFAULT_LINES_PER_SECOND,
         }
     }
 }
@@ -620,6 +626,13 @@ impl Config {
         if self.plugins.max_instances == 0 {
             return Err(self.error(0..0, "plugins.max_instances must be at least 1"));
         }
+        let max_rate = crate::plugin::MAX_LINES_PER_SECOND;
+        if !(1..=max_rate).contains(&self.plugins.log_lines_per_second) {
+            return Err(self.error(
+                0..0,
+                format!("plugins.log_lines_per_second must be within 1..={max_rate}"),
+            ));
+        }
         for route in &self.routes {
             if !self.upstreams.contains_key(route.upstream.get_ref()) {
                 return Err(self.error(
@@ -1012,6 +1025,18 @@ weight = 2
                 .to_string()
                 .contains("slow_start_ms must be at most")
         );
+    }
+
+    #[test]
+    fn plugin_log_rate_is_bounded() {
+        assert_eq!(parse(GOOD).unwrap().plugins.log_lines_per_second, 100);
+        for rate in [0, crate::plugin::MAX_LINES_PER_SECOND + 1] {
+            let text = format!("{GOOD}\n[plugins]\nlog_lines_per_second = {rate}\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("log_lines_per_second must be within"), "{err}");
+        }
+        let text = format!("{GOOD}\n[plugins]\nlog_lines_per_second = 5\n");
+        assert_eq!(parse(&text).unwrap().plugins.log_lines_per_second, 5);
     }
 
     #[test]

@@ -4,6 +4,12 @@
 //! weir's log filter like any other. Each call is one host call, made whether
 //! or not the filter keeps the line, so avoid logging per request above
 //! `debug`. Only works inside weir: natively these functions panic.
+//!
+//! weir keeps each message to 4 KiB (cutting the rest and saying how much),
+//! escapes control characters so a message stays one line, and writes at
+//! most `plugins.log_lines_per_second` lines per second (100 by default) for
+//! all instances of a plugin together, dropping and counting the rest. The
+//! panic messages the SDK logs for you go through the same limits.
 
 use crate::wit::weir::plugin::log::{Level, log};
 

@@ -21,6 +21,8 @@ pub struct ProcessCounters {
     pub plugin_rejections: u64,
     /// Access log lines dropped because the writer fell behind.
     pub access_log_dropped: u64,
+    /// Plugin log lines dropped by each plugin's rate limit, by plugin.
+    pub plugin_log_dropped: Vec<(String, u64)>,
 }
 
 /// The content type of [`render`]'s output.
@@ -289,6 +291,20 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
             );
         }
     }
+
+    let plugin_log: Vec<_> = process
+        .plugin_log_dropped
+        .iter()
+        .map(|(plugin, dropped)| (format!("plugin=\"{}\"", escape(plugin)), *dropped))
+        .collect();
+    family(
+        &mut out,
+        "weir_plugin_log_dropped_total",
+        "counter",
+        "Plugin log lines dropped because the plugin logged over its rate.",
+        &plugin_log,
+        u64::to_string,
+    );
 
     for (name, kind, help, value) in [
         (

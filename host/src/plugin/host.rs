@@ -10,6 +10,7 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{load, log, metrics, response_headers, shared, types};
+use super::log_limit::{LogLimiter, bound_message};
 use super::shared::{PluginCounters, SharedCells};
 use crate::upstream::BackendSet;
 
@@ -67,6 +68,8 @@ pub(crate) struct HostState {
     pub(crate) shared: Arc<SharedCells>,
     /// Counters this plugin defines (filters).
     pub(crate) counters: Arc<PluginCounters>,
+    /// The rate limit on this plugin's log lines, shared by its instances.
+    pub(crate) log: Arc<LogLimiter>,
 }
 
 impl HostState {
@@ -76,6 +79,7 @@ impl HostState {
         limits: StoreLimits,
         shared: Arc<SharedCells>,
         counters: Arc<PluginCounters>,
+        log: Arc<LogLimiter>,
     ) -> Self {
         // No capabilities: no preopened directories, no environment, no
         // arguments, no sockets; stdio goes nowhere.
@@ -94,6 +98,7 @@ impl HostState {
             backends: None,
             shared,
             counters,
+            log,
         }
     }
 
@@ -180,9 +185,37 @@ impl types::HostRequest for HostState {
     }
 }
 
+/// A plugin's line goes to weir's log only if weir's filter keeps its level
+/// (a filtered-out line costs no rate), within the plugin's rate, cut to
+/// [`super::MAX_MESSAGE_BYTES`] and with control characters escaped (see
+/// [`super::log_limit`]).
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) {
         let (plugin, upstream) = (&*self.plugin, &*self.upstream);
+        let enabled = match level {
+            log::Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            log::Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            log::Level::Info => tracing::enabled!(tracing::Level::INFO),
+            log::Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            log::Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        };
+        if !enabled {
+            return;
+        }
+        let admission = self.log.admit(std::time::Instant::now());
+        if let Some(report) = admission.report {
+            tracing::warn!(
+                plugin,
+                dropped = report.dropped,
+                total = report.total,
+                "plugin log lines dropped: over the rate of {} lines per second",
+                self.log.rate()
+            );
+        }
+        if !admission.write {
+            return;
+        }
+        let message = bound_message(&message);
         match level {
             log::Level::Trace => tracing::trace!(plugin, upstream, "{message}"),
             log::Level::Debug => tracing::debug!(plugin, upstream, "{message}"),

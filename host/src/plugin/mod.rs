@@ -21,6 +21,7 @@ mod bindings;
 mod filter_pool;
 mod guard;
 mod host;
+mod log_limit;
 mod pool;
 mod shared;
 mod store;
@@ -34,6 +35,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use filter_pool::{FilterDecision, FilterPool, HeaderOp, RequestChanges};
 pub use host::RequestView;
+pub use log_limit::{
+    BURST_SECONDS, DEFAULT_LINES_PER_SECOND, LogLimiter, MAX_LINES_PER_SECOND, MAX_MESSAGE_BYTES,
+    REPORT_EVERY,
+};
 pub use pool::{BalancerPool, CallError};
 pub use shared::{PluginCounters, SharedCells};
 pub use store::PluginStore;
@@ -118,7 +123,7 @@ pub enum PluginError {
 }
 
 /// Sandbox limits applied to every plugin call and instance.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginLimits {
     /// Longest one call may run.
     pub timeout: Duration,
@@ -126,6 +131,9 @@ pub struct PluginLimits {
     pub memory_bytes: usize,
     /// Most instances alive at once in this runtime.
     pub max_instances: u32,
+    /// Log lines each plugin (by name, all instances together) may write
+    /// per second; see [`LogLimiter`].
+    pub log_lines_per_second: u32,
 }
 
 impl PluginLimits {
@@ -135,6 +143,7 @@ impl PluginLimits {
             timeout: Duration::from_millis(config.timeout_ms),
             memory_bytes: (config.memory_mib as usize) << 20,
             max_instances: config.max_instances,
+            log_lines_per_second: config.log_lines_per_second,
         }
     }
 
@@ -164,7 +173,7 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: PluginLimits,
-    /// Shared cells and counters of each plugin, by name.
+    /// Shared cells, counters and log limit of each plugin, by name.
     state: std::sync::Mutex<std::collections::BTreeMap<String, PluginState>>,
 }
 
@@ -175,6 +184,8 @@ pub struct PluginState {
     pub cells: Arc<SharedCells>,
     /// The `metrics` import's counters.
     pub counters: Arc<PluginCounters>,
+    /// The `log` import's rate limit and dropped-line count.
+    pub log: Arc<LogLimiter>,
 }
 
 impl PluginRuntime {
@@ -254,10 +265,28 @@ impl PluginRuntime {
         }))
     }
 
-    /// The shared cells and counters of plugin `name` (made on first use).
+    /// The shared cells, counters and log limit of plugin `name` (made on
+    /// first use).
     pub fn plugin_state(&self, name: &str) -> PluginState {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.entry(name.to_string()).or_default().clone()
+        let rate = self.limits.log_lines_per_second;
+        state
+            .entry(name.to_string())
+            .or_insert_with(|| PluginState {
+                log: Arc::new(LogLimiter::new(rate, std::time::Instant::now())),
+                ..PluginState::default()
+            })
+            .clone()
+    }
+
+    /// Log lines dropped by each plugin's rate limit, by plugin name, for
+    /// `/metrics`.
+    pub fn log_dropped(&self) -> Vec<(String, u64)> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .iter()
+            .map(|(name, s)| (name.clone(), s.log.dropped()))
+            .collect()
     }
 
     /// Every plugin's counters, by plugin name, for `/metrics`.
@@ -386,6 +415,7 @@ impl LoadedPlugin {
             limits,
             self.state.cells.clone(),
             self.state.counters.clone(),
+            self.state.log.clone(),
         );
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
