@@ -98,6 +98,7 @@ impl Admin {
                     access_log_dropped: self.access_log.as_ref().map_or(0, |l| l.dropped()),
                     plugin_counters: self.reloader.store().runtime().counters(),
                     plugin_log_dropped: self.reloader.store().runtime().log_dropped(),
+                    log_dropped: crate::logging::dropped_lines(),
                 };
                 let mut response = text(StatusCode::OK, metrics::render(&snapshot, &counters));
                 response.headers_mut().insert(

@@ -64,18 +64,27 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log, cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
+    let format = match cli.log_format {
+        LogFormat::Text => weir::logging::LogFormat::Text,
+        LogFormat::Json => weir::logging::LogFormat::Json,
+    };
+    let log = match weir::logging::init(&cli.log, format) {
+        Ok(log) => log,
         Err(error) => {
-            eprintln!("weir: cannot start the async runtime: {error}");
+            eprintln!("weir: {error}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let outcome = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(cli.command)),
+        Err(error) => Err(anyhow::anyhow!("cannot start the async runtime: {error}")),
+    };
+    // Write out the queued log lines before the last word, so it comes last.
+    drop(log);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("weir: {error:#}");
@@ -195,17 +204,5 @@ async fn wait_for_signal(server: Option<&Server>) {
     {
         let _ = server;
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

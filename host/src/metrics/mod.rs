@@ -23,6 +23,8 @@ pub struct ProcessCounters {
     pub access_log_dropped: u64,
     /// Plugin log lines dropped by each plugin's rate limit, by plugin.
     pub plugin_log_dropped: Vec<(String, u64)>,
+    /// weir's own log lines dropped because stderr fell behind.
+    pub log_dropped: u64,
 }
 
 /// The content type of [`render`]'s output.
@@ -330,6 +332,12 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
             "counter",
             "Access log lines dropped because the writer fell behind.",
             process.access_log_dropped,
+        ),
+        (
+            "weir_log_dropped_total",
+            "counter",
+            "weir's own log lines dropped because stderr fell behind.",
+            process.log_dropped,
         ),
     ] {
         header(&mut out, name, kind, help);
