@@ -8,14 +8,6 @@ use std::time::Duration;
 
 use support::*;
 
-/// The weir binary, with the admin token `examples/weir.toml` reads from
-/// the environment.
-fn weir() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
-    command.env("WEIR_ADMIN_TOKEN", "example-token");
-    command
-}
-
 /// Runs `weir check` on `text` written to a file; returns the file's path
 /// (its directory removed when the TempDir drops) and the output.
 fn check(text: &str) -> (TempDir, std::path::PathBuf, std::process::Output) {
@@ -166,15 +158,6 @@ fn config_path_falls_back_to_the_environment() {
     );
 }
 
-/// Kills the child on drop, so a failing test leaves nothing running.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_three_backends_in_turn() {
     let mut child = Child(
@@ -228,18 +211,7 @@ async fn demo_serves_three_backends_in_turn() {
 async fn start_weir_run(
     path: &std::path::Path,
 ) -> (Child, String, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let mut child = Child(
-        weir()
-            .args(["run", "--config"])
-            .arg(path)
-            .env("WEIR_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stderr = child.0.stderr.take().unwrap();
+    let (child, stderr) = spawn_run(path);
     let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {

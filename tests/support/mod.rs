@@ -3,6 +3,10 @@
 //! dropped.
 #![allow(dead_code)]
 
+mod binary;
+#[allow(unused_imports)]
+pub use binary::{Child, spawn_run, weir};
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
