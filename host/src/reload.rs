@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
-use crate::plugin::PluginStore;
+use crate::plugin::{PluginLimits, PluginStore};
 use crate::snapshot::Snapshot;
 
 /// What to reload.
@@ -108,13 +108,10 @@ impl Reloader {
         match built {
             Ok(snapshot) => {
                 let running = self.state.load();
-                if running.config().plugins.timeout_ms != snapshot.config().plugins.timeout_ms
-                    || running.config().plugins.memory_mib != snapshot.config().plugins.memory_mib
-                    || running.config().plugins.max_instances
-                        != snapshot.config().plugins.max_instances
-                {
+                let limits = |c: &Config| PluginLimits::from_config(&c.plugins);
+                if limits(running.config()) != limits(snapshot.config()) {
                     tracing::warn!(
-                        "plugin limits (timeout_ms, memory_mib, max_instances) changed: they take effect at the next restart"
+                        "plugin limits (timeout_ms, memory_mib, max_instances, quarantine and CPU budget) changed: they take effect at the next restart"
                     );
                 }
                 if running.config().listen_addrs() != snapshot.config().listen_addrs() {
