@@ -204,6 +204,7 @@ async fn ten_thousand_backends_reach_the_plugin_within_the_default_deadline() {
             weir::upstream::Choice::Backend(backend, weir::upstream::ChosenBy::Plugin) => {
                 ids.insert(backend.id);
             }
+            weir::upstream::Choice::PluginFailed(e) => panic!("not chosen by the plugin: {e}"),
             _ => panic!("not chosen by the plugin"),
         }
     }

@@ -287,14 +287,14 @@ fn filters(c: &mut Criterion) {
         let continues = |view: &mut RequestView| {
             let mut fresh = request_view();
             std::mem::swap(view, &mut fresh);
-            match stage.pool.on_request(view) {
+            match stage.pool.on_request(view, |_| true) {
                 Ok(FilterDecision::Continue(_)) => {}
                 other => panic!("{id}: expected continue, got {other:?}"),
             }
         };
         continues(&mut view);
         group.bench_function(id, |b| {
-            b.iter(|| stage.pool.on_request(black_box(&mut view)))
+            b.iter(|| stage.pool.on_request(black_box(&mut view), |_| true))
         });
         continues(&mut view);
         assert_eq!(

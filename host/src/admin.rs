@@ -26,8 +26,10 @@ use serde_json::{Value, json};
 
 use crate::access_log::AccessLog;
 use crate::metrics::{self, ProcessCounters};
+use crate::plugin::{Calls, LoadedPlugin};
 use crate::proxy::{ProxyBody, text};
 use crate::reload::{ReloadKind, Reloader};
+use crate::snapshot::Snapshot;
 use crate::upstream::{AdminError, Backend, NewBackend, Upstream};
 
 /// Largest request body the admin API reads.
@@ -97,6 +99,7 @@ impl Admin {
                     plugin_rejections: self.reloader.store().rejections(),
                     access_log_dropped: self.access_log.as_ref().map_or(0, |l| l.dropped()),
                     plugin_counters: self.reloader.store().runtime().counters(),
+                    plugin_refusals: self.reloader.store().runtime().refusals(),
                     plugin_log_dropped: self.reloader.store().runtime().log_dropped(),
                     log_dropped: crate::logging::dropped_lines(),
                 };
@@ -107,6 +110,10 @@ impl Admin {
                 );
                 response
             }
+            (&Method::GET, ["plugins"]) => json_response(
+                StatusCode::OK,
+                &json!({ "pools": describe_pools(&snapshot) }),
+            ),
             (&Method::GET, ["upstreams"]) => {
                 let all: Vec<Value> = snapshot
                     .upstreams()
@@ -257,6 +264,30 @@ pub fn describe_upstream(upstream: &Upstream) -> Value {
         "eligible": set.eligible().len(),
         "retries": stats.retries.load(Ordering::Relaxed),
         "backends": set.iter().map(|b| describe_backend(upstream, b)).collect::<Vec<_>>(),
+    })
+}
+
+/// Every plugin pool (a plugin version serving an upstream or a place in
+/// a route's chain): calls, failures, time in calls, quarantine.
+pub fn describe_pools(snapshot: &Snapshot) -> Vec<Value> {
+    snapshot
+        .plugin_pools()
+        .map(|(plugin, owner, calls)| describe_pool(plugin, &owner, calls))
+        .collect()
+}
+
+fn describe_pool(plugin: &LoadedPlugin, owner: &str, calls: &Calls) -> Value {
+    json!({
+        "plugin": plugin.name(),
+        "world": plugin.world(),
+        "version": format!("{:016x}", plugin.digest()),
+        "owner": owner,
+        "calls": calls.calls(),
+        "failures": calls.failures(),
+        "busy_ms": calls.busy().as_secs_f64() * 1000.0,
+        "quarantined": calls.quarantined_for().is_some(),
+        "quarantined_for_ms": calls.quarantined_for().map(|d| d.as_millis() as u64),
+        "quarantines": calls.quarantines(),
     })
 }
 

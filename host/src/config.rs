@@ -107,6 +107,20 @@ pub struct PluginsConfig {
     pub cache: bool,
     /// Where the compiled-code cache lives; default `$HOME/.cache/weir`.
     pub cache_dir: Option<PathBuf>,
+    /// Failed calls in a row that quarantine a plugin pool (one plugin
+    /// serving one upstream or one place in a chain); 0: never.
+    pub quarantine_after_failures: u32,
+    /// The first quarantine's length in milliseconds; each one in a row
+    /// doubles it.
+    pub quarantine_ms: u64,
+    /// The longest quarantine, in milliseconds.
+    pub quarantine_max_ms: u64,
+    /// Share of all worker threads' time (percent, per second) one pool's
+    /// calls may take before it is quarantined; 0: no budget.
+    pub cpu_budget_percent: u32,
+    /// Eight calls in a row each over this share of `timeout_ms` (percent)
+    /// quarantine the pool; 0: never.
+    pub slow_call_percent: u32,
     /// Log lines each plugin may write per second, all its instances
     /// together, with a burst of [`crate::plugin::BURST_SECONDS`] seconds'
     /// worth; lines over it are dropped and counted. Within
@@ -125,6 +139,11 @@ impl Default for PluginsConfig {
             watch_interval_ms: 500,
             cache: true,
             cache_dir: None,
+            quarantine_after_failures: 5,
+            quarantine_ms: 1_000,
+            quarantine_max_ms: 60_000,
+            cpu_budget_percent: 50,
+            slow_call_percent: 50,
             log_lines_per_second: crate::plugin::DEFAULT_LINES_PER_SECOND,
         }
     }
@@ -625,6 +644,29 @@ impl Config {
         }
         if self.plugins.max_instances == 0 {
             return Err(self.error(0..0, "plugins.max_instances must be at least 1"));
+        }
+        let plugins = &self.plugins;
+        if plugins.quarantine_ms == 0 || plugins.quarantine_ms > MAX_PERIOD_MS {
+            return Err(self.error(
+                0..0,
+                format!("plugins.quarantine_ms must be within 1..={MAX_PERIOD_MS}"),
+            ));
+        }
+        if plugins.quarantine_max_ms < plugins.quarantine_ms
+            || plugins.quarantine_max_ms > MAX_TIMEOUT_MS
+        {
+            return Err(self.error(
+                0..0,
+                format!(
+                    "plugins.quarantine_max_ms must be within quarantine_ms..={MAX_TIMEOUT_MS}"
+                ),
+            ));
+        }
+        if plugins.cpu_budget_percent > 100 {
+            return Err(self.error(0..0, "plugins.cpu_budget_percent must be within 0..=100"));
+        }
+        if plugins.slow_call_percent > 100 {
+            return Err(self.error(0..0, "plugins.slow_call_percent must be within 0..=100"));
         }
         let max_rate = crate::plugin::MAX_LINES_PER_SECOND;
         if !(1..=max_rate).contains(&self.plugins.log_lines_per_second) {

@@ -108,10 +108,10 @@ impl Reloader {
         match built {
             Ok(snapshot) => {
                 let running = self.state.load();
-                let limits = |s: &Snapshot| PluginLimits::from_config(&s.config().plugins);
-                if limits(&running) != limits(&snapshot) {
+                let limits = |c: &Config| PluginLimits::from_config(&c.plugins);
+                if limits(running.config()) != limits(snapshot.config()) {
                     tracing::warn!(
-                        "plugin limits (timeout_ms, memory_mib, max_instances, log_lines_per_second) changed: they take effect at the next restart"
+                        "plugin limits (timeout_ms, memory_mib, max_instances, quarantine and CPU budget, log_lines_per_second) changed: they take effect at the next restart"
                     );
                 }
                 if running.config().listen_addrs() != snapshot.config().listen_addrs() {

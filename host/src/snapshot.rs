@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use crate::config::{Config, ConfigError, FilterFailure};
-use crate::plugin::{BalancerPool, FilterPool, LoadedPlugin, PluginStore};
+use crate::plugin::{BalancerPool, Calls, FilterPool, LoadedPlugin, PluginStore};
 use crate::router::Router;
 use crate::upstream::{PluginBalancer, Upstream};
 
@@ -183,6 +183,22 @@ impl Snapshot {
     /// Every upstream, by name.
     pub fn upstreams(&self) -> impl Iterator<Item = (&String, &Arc<Upstream>)> {
         self.upstreams.iter()
+    }
+
+    /// Every plugin pool, balancers then filters: the plugin, its owner
+    /// (`upstream NAME` or `route N filter M`) and its call counters.
+    pub fn plugin_pools(&self) -> impl Iterator<Item = (&LoadedPlugin, String, &Calls)> {
+        let balancers = self.upstreams().filter_map(|(name, u)| {
+            let pool = &u.balancer()?.pool;
+            Some((pool.plugin(), format!("upstream {name}"), pool.call_stats()))
+        });
+        let filters = self.routes.iter().flat_map(|route| {
+            route.filters.iter().enumerate().map(move |(i, stage)| {
+                let owner = format!("{} filter {}", route.name, i + 1);
+                (stage.pool.plugin(), owner, stage.pool.call_stats())
+            })
+        });
+        balancers.chain(filters)
     }
 }
 

@@ -13,6 +13,8 @@ use crate::upstream::Health;
 pub struct ProcessCounters {
     /// Counters plugins defined through the `metrics` import, by plugin.
     pub plugin_counters: Vec<(String, Vec<(String, u64)>)>,
+    /// Host calls weir refused, by plugin and kind.
+    pub plugin_refusals: Vec<(String, Vec<(&'static str, u64)>)>,
     /// Snapshots swapped in by reloads.
     pub reloads: u64,
     /// Reloads rejected (bad config, or a plugin without a good version).
@@ -277,6 +279,22 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
             stage.pool.failures()
         );
     }
+    pools(&mut out, snapshot);
+    header(
+        &mut out,
+        "weir_plugin_refusals_total",
+        "counter",
+        "Plugin host calls weir refused and ignored (invalid or excess response headers, bad counter names).",
+    );
+    for (plugin, refusals) in &process.plugin_refusals {
+        for (what, value) in refusals {
+            let _ = writeln!(
+                out,
+                "weir_plugin_refusals_total{{plugin=\"{}\",what=\"{what}\"}} {value}",
+                escape(plugin)
+            );
+        }
+    }
     header(
         &mut out,
         "weir_plugin_counter_total",
@@ -344,6 +362,48 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
     out
+}
+
+/// Every plugin pool's time in calls and quarantine, balancers and filters
+/// alike, labelled by plugin and owner (`upstream NAME`, `route N filter M`).
+fn pools(out: &mut String, snapshot: &Snapshot) {
+    let rows: Vec<_> = snapshot
+        .plugin_pools()
+        .map(|(plugin, owner, calls)| {
+            (
+                format!(
+                    "plugin=\"{}\",owner=\"{}\"",
+                    escape(plugin.name()),
+                    escape(&owner)
+                ),
+                calls,
+            )
+        })
+        .collect();
+    family(
+        out,
+        "weir_plugin_busy_seconds_total",
+        "counter",
+        "Worker time spent in a plugin pool's calls (instantiation included); weighed against its CPU budget.",
+        &rows,
+        |c| c.busy().as_secs_f64().to_string(),
+    );
+    family(
+        out,
+        "weir_plugin_quarantined",
+        "gauge",
+        "1 while a plugin pool is quarantined (failing, or over its CPU budget), else 0.",
+        &rows,
+        |c| u8::from(c.quarantined_for().is_some()).to_string(),
+    );
+    family(
+        out,
+        "weir_plugin_quarantines_total",
+        "counter",
+        "Times a plugin pool was quarantined.",
+        &rows,
+        |c| c.quarantines().to_string(),
+    );
 }
 
 /// A family with one sample per row (labels already formatted: a

@@ -3,7 +3,6 @@
 //! the checked host form of a filter's decision.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -13,9 +12,10 @@ use wasmtime::Store;
 use wasmtime::component::Resource;
 
 use super::bindings::{FilterBindings, filter_api};
+use super::call::{CallError, Calls, classify, describe};
 use super::guard::contain;
 use super::host::{HostState, RequestView, wit_ip};
-use super::pool::{CallError, Idle, classify, describe, record_failure};
+use super::pool::Idle;
 use super::{Kind, LoadedPlugin, PluginError};
 
 /// One change to a header map, checked.
@@ -111,8 +111,7 @@ pub struct FilterPool {
     settings: String,
     wants_response: bool,
     idle: Idle<Instance>,
-    failures: AtomicU64,
-    calls: AtomicU64,
+    calls: Calls,
 }
 
 impl FilterPool {
@@ -124,14 +123,18 @@ impl FilterPool {
         owner: &str,
         settings: String,
     ) -> Result<FilterPool, PluginError> {
+        let owner_name: Arc<str> = owner.into();
         let mut pool = FilterPool {
+            calls: Calls::new(
+                plugin.name_arc(),
+                owner_name.clone(),
+                plugin.limits.quarantine,
+            ),
             plugin,
-            owner: owner.into(),
+            owner: owner_name,
             settings,
             wants_response: false,
             idle: Idle::new(),
-            failures: AtomicU64::new(0),
-            calls: AtomicU64::new(0),
         };
         let (first, hooks) = pool.instantiate().map_err(|reason| PluginError::Init {
             name: pool.plugin.name().to_string(),
@@ -153,23 +156,45 @@ impl FilterPool {
         self.wants_response
     }
 
-    /// Calls that failed so far.
+    /// Calls that failed so far, quarantined ones included.
     pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
+        self.calls.failures()
     }
 
-    /// Calls made so far.
+    /// Calls made so far (quarantined ones included).
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        self.calls.calls()
     }
 
-    /// Runs `on-request` for `request` and checks the decision.
-    pub fn on_request(&self, request: &mut RequestView) -> Result<FilterDecision, CallError> {
+    /// The pool's call counters, time in calls, and quarantine.
+    pub fn call_stats(&self) -> &Calls {
+        &self.calls
+    }
+
+    /// Runs `on-request` for `request` and checks the decision;
+    /// `upstream_exists` says whether a reroute's target is defined (a
+    /// reroute to one that is not fails the call).
+    pub fn on_request(
+        &self,
+        request: &mut RequestView,
+        upstream_exists: impl Fn(&str) -> bool,
+    ) -> Result<FilterDecision, CallError> {
         let client = wit_ip(request.client.ip());
-        self.call(request, |api, store| {
-            api.call_on_request(store, Resource::new_borrow(0), client)
-        })
-        .and_then(|decision| self.checked(check_decision(decision)))
+        self.call(
+            request,
+            |api, store| api.call_on_request(store, Resource::new_borrow(0), client),
+            |decision| {
+                let decision = check_decision(decision)?;
+                if let FilterDecision::Route { upstream, .. } = &decision
+                    && !upstream_exists(upstream)
+                {
+                    return Err(format!(
+                        "rerouted to upstream {upstream:?}, which does not exist"
+                    ));
+                }
+                Ok(decision)
+            },
+        )
     }
 
     /// Runs `on-response` for a response with `status` and `headers` to
@@ -185,22 +210,27 @@ impl FilterPool {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
-        self.call(request, |api, store| {
-            api.call_on_response(store, Resource::new_borrow(0), status.as_u16(), &list)
-        })
-        .and_then(|ops| self.checked(ops.into_iter().map(check_header_op).collect()))
+        self.call(
+            request,
+            |api, store| {
+                api.call_on_response(store, Resource::new_borrow(0), status.as_u16(), &list)
+            },
+            |ops| ops.into_iter().map(check_header_op).collect(),
+        )
     }
 
     /// One call: `request` is moved into an idle instance's store for it
-    /// and back, whatever the outcome, under the call deadline. A failed
-    /// call discards the instance and is counted and logged.
-    fn call<R>(
+    /// and back, whatever the outcome, under the call deadline, and the
+    /// answer checked whole by `check`. A failed call (trap, overrun, an
+    /// answer `check` refuses) discards the instance and is counted,
+    /// logged and weighed for quarantine by [`Calls::run`].
+    fn call<W, R>(
         &self,
         request: &mut RequestView,
-        f: impl FnOnce(&filter_api::Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&filter_api::Guest, &mut Store<HostState>) -> wasmtime::Result<W>,
+        check: impl FnOnce(W) -> Result<R, String>,
     ) -> Result<R, CallError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let result = (|| {
+        self.calls.run(|| {
             let mut instance = self.checkout()?;
             let placeholder = request.placeholder();
             instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
@@ -212,23 +242,10 @@ impl FilterPool {
             if let Some(view) = instance.store.data_mut().request.take() {
                 *request = view;
             }
-            let value = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
+            let answer = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
+            let value = check(answer).map_err(CallError::Invalid)?;
             self.idle.put(instance);
             Ok(value)
-        })();
-        if let Err(error) = &result {
-            record_failure(&self.failures, self.plugin.name(), &self.owner, error);
-        }
-        result
-    }
-
-    /// A call whose answer did not pass the checks: counted and logged as
-    /// a failed call.
-    fn checked<T>(&self, answer: Result<T, String>) -> Result<T, CallError> {
-        answer.map_err(|reason| {
-            let error = CallError::Invalid(reason);
-            record_failure(&self.failures, self.plugin.name(), &self.owner, &error);
-            error
         })
     }
 
@@ -330,18 +347,27 @@ fn check_header_op(op: filter_api::HeaderOp) -> Result<HeaderOp, String> {
             let (name, value) = header(&name, &value)?;
             HeaderOp::Append(name, value)
         }
-        filter_api::HeaderOp::Remove(name) => HeaderOp::Remove(
-            HeaderName::try_from(name.as_str())
-                .map_err(|_| format!("invalid header name {name:?}"))?,
-        ),
+        filter_api::HeaderOp::Remove(name) => HeaderOp::Remove(header_name(&name)?),
     })
 }
 
-fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::try_from(name).map_err(|_| format!("invalid header name {name:?}"))?;
+/// A header a plugin may set, checked: a valid name and value, and not one
+/// of the framing and connection headers weir owns ([`crate::framing`]).
+/// Every header a plugin hands weir, in every hook, goes through here.
+pub(super) fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let name = header_name(name)?;
     let value =
         HeaderValue::try_from(value).map_err(|_| format!("invalid value for header {name}"))?;
     Ok((name, value))
+}
+
+/// A header name a plugin may touch (see [`header`]).
+fn header_name(name: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::try_from(name).map_err(|_| format!("invalid header name {name:?}"))?;
+    if crate::framing::is_weirs(&name) {
+        return Err(crate::framing::refusal(&name));
+    }
+    Ok(name)
 }
 
 #[cfg(test)]

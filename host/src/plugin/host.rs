@@ -9,9 +9,10 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::PluginState;
 use super::bindings::{load, log, metrics, response_headers, shared, types};
-use super::log_limit::{LogLimiter, bound_message};
-use super::shared::{PluginCounters, SharedCells};
+use super::log_limit::bound_message;
+use super::refusals::Refusal;
 use crate::upstream::BackendSet;
 
 /// The type behind the guest's `request` resource. The host only ever lends
@@ -64,12 +65,13 @@ pub(crate) struct HostState {
     pub(crate) request: Option<RequestView>,
     /// The backend set this instance was last told about; `load` reads it.
     pub(crate) backends: Option<Arc<BackendSet>>,
-    /// Cells shared by every instance of this plugin (filters).
-    pub(crate) shared: Arc<SharedCells>,
-    /// Counters this plugin defines (filters).
-    pub(crate) counters: Arc<PluginCounters>,
-    /// The rate limit on this plugin's log lines, shared by its instances.
-    pub(crate) log: Arc<LogLimiter>,
+    /// What every instance of this plugin shares: cells and counters
+    /// (filters), refusal counts.
+    pub(crate) plugin_state: PluginState,
+    /// Why the current call's answer is refused, when a host call the
+    /// plugin made during it broke a rule that fails the call (a framing
+    /// response header); the pool turns it into a failed call.
+    pub(crate) refused: Option<String>,
 }
 
 impl HostState {
@@ -77,9 +79,7 @@ impl HostState {
         plugin: Arc<str>,
         upstream: Arc<str>,
         limits: StoreLimits,
-        shared: Arc<SharedCells>,
-        counters: Arc<PluginCounters>,
-        log: Arc<LogLimiter>,
+        plugin_state: PluginState,
     ) -> Self {
         // No capabilities: no preopened directories, no environment, no
         // arguments, no sockets; stdio goes nowhere.
@@ -96,9 +96,8 @@ impl HostState {
             upstream,
             request: None,
             backends: None,
-            shared,
-            counters,
-            log,
+            plugin_state,
+            refused: None,
         }
     }
 
@@ -202,14 +201,14 @@ impl log::Host for HostState {
         if !enabled {
             return;
         }
-        let admission = self.log.admit(std::time::Instant::now());
+        let admission = self.plugin_state.log.admit(std::time::Instant::now());
         if let Some(report) = admission.report {
             tracing::warn!(
                 plugin,
                 dropped = report.dropped,
                 total = report.total,
                 "plugin log lines dropped: over the rate of {} lines per second",
-                self.log.rate()
+                self.plugin_state.log.rate()
             );
         }
         if !admission.write {
@@ -237,24 +236,29 @@ impl response_headers::Host for HostState {
             );
             return;
         };
-        let header = http::HeaderName::try_from(name.as_str())
-            .ok()
-            .zip(http::HeaderValue::try_from(value.as_str()).ok());
-        match header {
-            Some(header) if request.response_headers.len() < MAX_RESPONSE_HEADERS => {
+        let refusals = &self.plugin_state.refusals;
+        match super::filter_pool::header(&name, &value) {
+            Ok(header) if request.response_headers.len() < MAX_RESPONSE_HEADERS => {
                 request.response_headers.push(header);
             }
-            Some(_) => tracing::debug!(
+            Ok(_) => refusals.refuse(
+                Refusal::ResponseHeader,
                 plugin,
                 upstream,
-                "more than {MAX_RESPONSE_HEADERS} response headers: ignored"
+                &format!("more than {MAX_RESPONSE_HEADERS} response headers: {name} ignored"),
             ),
-            None => tracing::debug!(
-                plugin,
-                upstream,
-                header = name,
-                "invalid response header: ignored"
-            ),
+            Err(why) => {
+                let framing = http::HeaderName::try_from(name.as_str())
+                    .is_ok_and(|name| crate::framing::is_weirs(&name));
+                if framing {
+                    // Not ignorable: the whole decision is refused.
+                    self.refused
+                        .get_or_insert(format!("response-headers.add {why}"));
+                } else {
+                    let why = format!("response header ignored: {why}");
+                    refusals.refuse(Refusal::ResponseHeader, plugin, upstream, &why);
+                }
+            }
         }
     }
 }
@@ -273,12 +277,14 @@ impl load::Host for HostState {
 
 impl shared::Host for HostState {
     fn get(&mut self, key: String) -> Option<i64> {
-        self.shared.get(&key, std::time::Instant::now())
+        self.plugin_state.cells.get(&key, std::time::Instant::now())
     }
 
     fn add(&mut self, key: String, delta: i64, ttl_ms: u32) -> i64 {
         let ttl = std::time::Duration::from_millis(ttl_ms.into());
-        self.shared.add(&key, delta, ttl, std::time::Instant::now())
+        self.plugin_state
+            .cells
+            .add(&key, delta, ttl, std::time::Instant::now())
     }
 
     fn compare_and_swap(
@@ -289,18 +295,24 @@ impl shared::Host for HostState {
         ttl_ms: u32,
     ) -> bool {
         let ttl = std::time::Duration::from_millis(ttl_ms.into());
-        self.shared
-            .compare_and_swap(&key, expected, new, ttl, std::time::Instant::now())
+        self.plugin_state.cells.compare_and_swap(
+            &key,
+            expected,
+            new,
+            ttl,
+            std::time::Instant::now(),
+        )
     }
 }
 
 impl metrics::Host for HostState {
     fn increment(&mut self, name: String, delta: u64) {
-        if !self.counters.increment(&name, delta) {
-            tracing::debug!(
-                plugin = &*self.plugin,
-                name,
-                "counter refused: bad name or too many counters"
+        if !self.plugin_state.counters.increment(&name, delta) {
+            self.plugin_state.refusals.refuse(
+                Refusal::MetricName,
+                &self.plugin,
+                &self.upstream,
+                &format!("counter {name:?} refused: a bad name (letters, digits, _; at most 64) or too many counters"),
             );
         }
     }

@@ -18,11 +18,14 @@
 //!    pool, or discards it if the call trapped or overran.
 
 mod bindings;
+mod call;
 mod filter_pool;
 mod guard;
 mod host;
 mod log_limit;
 mod pool;
+pub mod quarantine;
+mod refusals;
 mod shared;
 mod store;
 
@@ -33,13 +36,16 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use call::{CallError, Calls};
 pub use filter_pool::{FilterDecision, FilterPool, HeaderOp, RequestChanges};
 pub use host::RequestView;
 pub use log_limit::{
     BURST_SECONDS, DEFAULT_LINES_PER_SECOND, LogLimiter, MAX_LINES_PER_SECOND, MAX_MESSAGE_BYTES,
     REPORT_EVERY,
 };
-pub use pool::{BalancerPool, CallError};
+pub use pool::BalancerPool;
+pub use quarantine::QuarantinePolicy;
+pub use refusals::Refusals;
 pub use shared::{PluginCounters, SharedCells};
 pub use store::PluginStore;
 
@@ -122,6 +128,12 @@ pub enum PluginError {
     },
 }
 
+/// The worker threads weir's runtime runs (tokio's default: one per CPU),
+/// which the CPU budget is a share of.
+fn workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().try_into().unwrap_or(u32::MAX))
+}
+
 /// Sandbox limits applied to every plugin call and instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PluginLimits {
@@ -131,6 +143,9 @@ pub struct PluginLimits {
     pub memory_bytes: usize,
     /// Most instances alive at once in this runtime.
     pub max_instances: u32,
+    /// When a pool that keeps failing, or spends past its CPU budget, is
+    /// quarantined.
+    pub quarantine: QuarantinePolicy,
     /// Log lines each plugin (by name, all instances together) may write
     /// per second; see [`LogLimiter`].
     pub log_lines_per_second: u32,
@@ -143,6 +158,14 @@ impl PluginLimits {
             timeout: Duration::from_millis(config.timeout_ms),
             memory_bytes: (config.memory_mib as usize) << 20,
             max_instances: config.max_instances,
+            quarantine: QuarantinePolicy {
+                after_failures: config.quarantine_after_failures,
+                base: Duration::from_millis(config.quarantine_ms),
+                max: Duration::from_millis(config.quarantine_max_ms),
+                cpu_budget: quarantine::WINDOW * workers() * config.cpu_budget_percent / 100,
+                slow_call: Duration::from_millis(config.timeout_ms) * config.slow_call_percent
+                    / 100,
+            },
             log_lines_per_second: config.log_lines_per_second,
         }
     }
@@ -184,6 +207,8 @@ pub struct PluginState {
     pub cells: Arc<SharedCells>,
     /// The `metrics` import's counters.
     pub counters: Arc<PluginCounters>,
+    /// What weir refused of the plugin's host calls.
+    pub refusals: Arc<Refusals>,
     /// The `log` import's rate limit and dropped-line count.
     pub log: Arc<LogLimiter>,
 }
@@ -286,6 +311,15 @@ impl PluginRuntime {
         state
             .iter()
             .map(|(name, s)| (name.clone(), s.log.dropped()))
+            .collect()
+    }
+
+    /// Every plugin's refusal counts, by plugin name, for `/metrics`.
+    pub fn refusals(&self) -> Vec<(String, Vec<(&'static str, u64)>)> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state
+            .iter()
+            .map(|(name, s)| (name.clone(), s.refusals.snapshot()))
             .collect()
     }
 
@@ -409,14 +443,7 @@ impl LoadedPlugin {
             .memory_size(self.limits.memory_bytes)
             .trap_on_grow_failure(true)
             .build();
-        let state = HostState::new(
-            self.name.clone(),
-            owner,
-            limits,
-            self.state.cells.clone(),
-            self.state.counters.clone(),
-            self.state.log.clone(),
-        );
+        let state = HostState::new(self.name.clone(), owner, limits, self.state.clone());
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
         store.epoch_deadline_trap();

@@ -1,42 +1,17 @@
 //! Pools of ready instances of one balancer plugin for one upstream, and the
 //! one call the proxy makes per request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use wasmtime::Store;
 use wasmtime::component::Resource;
-use wasmtime::{Store, Trap};
 
 use super::bindings::{BalancerBindings, types};
+use super::call::{CallError, Calls, classify, describe};
 use super::guard::contain;
 use super::host::{HostState, RequestView};
 use super::{Kind, LoadedPlugin, PluginError};
 use crate::upstream::{Backend, BackendSet, Health};
-
-/// Why one plugin call did not produce a usable backend. Each costs only the
-/// request at hand: the instance involved is discarded, never reused.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    /// No instance could be made (instance limit reached, or `init` failed).
-    #[error("could not instantiate: {0}")]
-    Instantiate(String),
-    /// The call ran past its deadline and was interrupted.
-    #[error("ran past its deadline of {0:?}")]
-    Timeout(std::time::Duration),
-    /// The call trapped (panic, unreachable, out of memory, ...).
-    #[error("trapped: {0}")]
-    Trap(String),
-    /// The plugin named a backend the upstream does not have.
-    #[error("chose backend id {0}, which the upstream does not have")]
-    UnknownBackend(u32),
-    /// The plugin named a backend that may not receive traffic now.
-    #[error("chose backend {0}, which is unhealthy or draining")]
-    Ineligible(String),
-    /// The plugin's answer is invalid (a filter's bad header, path or
-    /// status, or an upstream that does not exist).
-    #[error("answered nonsense: {0}")]
-    Invalid(String),
-}
 
 /// One live instance and what it has been told.
 struct Instance {
@@ -75,8 +50,7 @@ pub struct BalancerPool {
     upstream: Arc<str>,
     settings: String,
     idle: Idle<Instance>,
-    failures: AtomicU64,
-    calls: AtomicU64,
+    calls: Calls,
 }
 
 impl BalancerPool {
@@ -88,13 +62,13 @@ impl BalancerPool {
         upstream: &str,
         settings: String,
     ) -> Result<BalancerPool, PluginError> {
+        let name: Arc<str> = upstream.into();
         let pool = BalancerPool {
+            calls: Calls::new(plugin.name_arc(), name.clone(), plugin.limits.quarantine),
             plugin,
-            upstream: upstream.into(),
+            upstream: name,
             settings,
             idle: Idle::new(),
-            failures: AtomicU64::new(0),
-            calls: AtomicU64::new(0),
         };
         let first = pool.instantiate().map_err(|reason| PluginError::Init {
             name: pool.plugin.name().to_string(),
@@ -110,30 +84,38 @@ impl BalancerPool {
         &self.plugin
     }
 
-    /// Calls that failed so far (each discarded its instance).
+    /// Calls that failed so far (each discarded its instance), quarantined
+    /// ones included.
     pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
+        self.calls.failures()
     }
 
-    /// Calls made so far.
+    /// Calls made so far (quarantined ones included).
     pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        self.calls.calls()
+    }
+
+    /// The pool's call counters, time in calls, and quarantine.
+    pub fn call_stats(&self) -> &Calls {
+        &self.calls
     }
 
     /// Asks the plugin to choose a backend of `backends` for `request`.
     ///
     /// `request` is moved into the instance's store for the call and moved
     /// back before returning, whatever the outcome. `Ok(None)` means the
-    /// plugin chose no backend.
+    /// plugin chose no backend. Response headers the plugin asked for are in
+    /// `request.response_headers` after a successful call only: a failed
+    /// call's are dropped, as is everything else it decided.
     pub fn select(
         &self,
         backends: &Arc<BackendSet>,
         request: &mut RequestView,
     ) -> Result<Option<Arc<Backend>>, CallError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.try_select(backends, request);
-        if let Err(error) = &result {
-            self.record_failure(error);
+        request.response_headers.clear();
+        let result = self.calls.run(|| self.try_select(backends, request));
+        if result.is_err() {
+            request.response_headers.clear();
         }
         result
     }
@@ -166,10 +148,15 @@ impl BalancerPool {
         instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
         instance.store.set_epoch_deadline(ticks);
         let outcome = contain(|| policy.call_select(&mut instance.store, Resource::new_borrow(0)));
-        if let Some(view) = instance.store.data_mut().request.take() {
+        let state = instance.store.data_mut();
+        if let Some(view) = state.request.take() {
             *request = view;
         }
+        let refused = state.refused.take();
         let choice = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
+        if let Some(refused) = refused {
+            return Err(CallError::Invalid(refused));
+        }
         self.idle.put(instance);
 
         let Some(id) = choice else { return Ok(None) };
@@ -213,44 +200,6 @@ impl BalancerPool {
             generation: None,
         })
     }
-
-    /// Logs a failed call. The first failure and then every power of two is
-    /// logged, so a plugin failing on every request cannot flood the log; the
-    /// count in each line says how many there were.
-    fn record_failure(&self, error: &CallError) {
-        record_failure(&self.failures, self.plugin.name(), &self.upstream, error);
-    }
-}
-
-/// Counts a failed call of `plugin` serving `owner` and logs it: the first
-/// failure and then every power of two, so a plugin failing on every request
-/// cannot flood the log; the count in each line says how many there were.
-pub(super) fn record_failure(failures: &AtomicU64, plugin: &str, owner: &str, error: &CallError) {
-    let failures = failures.fetch_add(1, Ordering::Relaxed) + 1;
-    if failures.is_power_of_two() {
-        tracing::warn!(plugin, owner, failures, "plugin call failed: {error}");
-    }
-}
-
-/// The call error for a wasmtime error from a call with deadline `timeout`.
-pub(super) fn classify(error: wasmtime::Error, timeout: std::time::Duration) -> CallError {
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallError::Timeout(timeout),
-        _ => CallError::Trap(describe(&error, timeout)),
-    }
-}
-
-/// A one-line description of a wasmtime error: the trap or message, without
-/// the wasm backtrace.
-pub(super) fn describe(error: &wasmtime::Error, timeout: std::time::Duration) -> String {
-    if let Some(trap) = error.downcast_ref::<Trap>() {
-        if *trap == Trap::Interrupt {
-            return format!("ran past its deadline of {timeout:?}");
-        }
-        return trap.to_string();
-    }
-    let text = format!("{error:#}");
-    text.lines().next().unwrap_or_default().to_string()
 }
 
 fn wit_backends(set: &BackendSet) -> Vec<types::Backend> {

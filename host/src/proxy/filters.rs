@@ -38,21 +38,11 @@ pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView)
     let mut responders = Vec::new();
     for (i, stage) in route.filters.iter().enumerate() {
         let name = || Some(stage.pool.plugin().name_arc());
-        let decision = match stage.pool.on_request(request) {
-            Ok(FilterDecision::Route { upstream, .. })
-                if snapshot.upstream(&upstream).is_none() =>
-            {
-                tracing::warn!(
-                    route = route.name,
-                    filter = stage.pool.plugin().name(),
-                    "filter rerouted to upstream {upstream:?}, which does not exist"
-                );
-                Err(())
-            }
-            Ok(decision) => Ok(decision),
-            // The pool has logged it.
-            Err(_) => Err(()),
-        };
+        // A failed call (an unknown reroute target included) is counted
+        // and logged by the pool.
+        let decision = stage
+            .pool
+            .on_request(request, |name| snapshot.upstream(name).is_some());
         match decision {
             Ok(FilterDecision::Continue(changes)) => {
                 changes.apply(request);
@@ -65,12 +55,21 @@ pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView)
                 if stage.pool.wants_response() {
                     responders.push(i);
                 }
-                let upstream = snapshot.upstream(&upstream).expect("checked above").clone();
-                return ChainRun {
-                    outcome: Outcome::Reroute(upstream),
-                    responders,
-                    decided_by: name(),
-                };
+                // The pool checked the target against this snapshot.
+                if let Some(upstream) = snapshot.upstream(&upstream).cloned() {
+                    return ChainRun {
+                        outcome: Outcome::Reroute(upstream),
+                        responders,
+                        decided_by: name(),
+                    };
+                }
+                if stage.on_failure == FilterFailure::Closed {
+                    return ChainRun {
+                        outcome: Outcome::Failed,
+                        responders,
+                        decided_by: name(),
+                    };
+                }
             }
             Ok(FilterDecision::Respond {
                 status,
@@ -88,7 +87,7 @@ pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView)
                     decided_by: name(),
                 };
             }
-            Err(()) => match stage.on_failure {
+            Err(_) => match stage.on_failure {
                 FilterFailure::Open => continue,
                 FilterFailure::Closed => {
                     return ChainRun {

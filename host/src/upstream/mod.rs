@@ -324,6 +324,9 @@ impl Upstream {
                 }
             }
         }
+        // weir's own pick: headers a plugin asked for with a backend it did
+        // not get (tried, or full) must not reach the client.
+        request.response_headers.clear();
         if let Some(backend) = self.fallback.select_where(&set, usable) {
             return Choice::Backend(backend, by);
         }

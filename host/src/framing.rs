@@ -1,0 +1,65 @@
+//! Headers that frame a message or describe one connection: weir owns them.
+//!
+//! A leaf module, shared by the proxy (which strips the hop-by-hop ones
+//! between client and backend) and the plugin runtime (which refuses any
+//! plugin change to any of them). hyper trusts a `Content-Length` or
+//! `Transfer-Encoding` it is handed, so a plugin able to set one could split
+//! a response on a keep-alive connection or desynchronise a pooled backend
+//! connection, making another client's request this request's body. The
+//! only framing weir sends is the framing it computed itself.
+
+use http::header::{self, HeaderName};
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// and so never cross a proxy. `Transfer-Encoding` is not listed: hyper
+/// frames each side's body itself, and [`is_weirs`] covers it.
+pub const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// Whether `name` is a header only weir may set, change or remove: message
+/// framing (`Content-Length`, `Transfer-Encoding`) and every hop-by-hop
+/// header. A plugin decision touching one is refused whole.
+pub fn is_weirs(name: &HeaderName) -> bool {
+    *name == header::CONTENT_LENGTH
+        || *name == header::TRANSFER_ENCODING
+        || HOP_BY_HOP.contains(name)
+}
+
+/// The refusal a plugin gets for touching `name`, for its failure log line.
+pub fn refusal(name: &HeaderName) -> String {
+    format!("touched header {name}, which frames the message or the connection: only weir sets it")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_and_hop_by_hop_are_weirs_and_others_are_not() {
+        for name in [
+            "content-length",
+            "Transfer-Encoding",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "upgrade",
+            "proxy-authorization",
+        ] {
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert!(is_weirs(&name), "{name}");
+        }
+        for name in ["set-cookie", "content-type", "host", "x-request-id"] {
+            assert!(!is_weirs(&HeaderName::from_static(name)), "{name}");
+        }
+    }
+}

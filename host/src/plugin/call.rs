@@ -1,0 +1,201 @@
+//! What every plugin call goes through, balancer or filter: counting,
+//! timing, quarantine, and turning wasmtime's errors into [`CallError`]s.
+//! One mechanism, so a limit added here holds for every hook.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::Trap;
+
+use super::quarantine::{Cause, Change, Quarantine, QuarantinePolicy};
+
+/// Why one plugin call did not produce a usable answer. Each costs only the
+/// request at hand: the instance involved is discarded, never reused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// No instance could be made (instance limit reached, or `init` failed).
+    #[error("could not instantiate: {0}")]
+    Instantiate(String),
+    /// The call ran past its deadline and was interrupted.
+    #[error("ran past its deadline of {0:?}")]
+    Timeout(Duration),
+    /// The call trapped (panic, unreachable, out of memory, ...).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The plugin named a backend the upstream does not have.
+    #[error("chose backend id {0}, which the upstream does not have")]
+    UnknownBackend(u32),
+    /// The plugin named a backend that may not receive traffic now.
+    #[error("chose backend {0}, which is unhealthy or draining")]
+    Ineligible(String),
+    /// The plugin's answer is invalid (a bad header, path or status, a
+    /// framing header, or an upstream that does not exist).
+    #[error("answered nonsense: {0}")]
+    Invalid(String),
+    /// The pool is quarantined for this much longer: not called.
+    #[error("quarantined for {0:?} more")]
+    Quarantined(Duration),
+}
+
+/// The counters and quarantine of one pool (one plugin version serving one
+/// upstream, or one place in a route's chain).
+#[derive(Debug)]
+pub struct Calls {
+    plugin: Arc<str>,
+    owner: Arc<str>,
+    calls: AtomicU64,
+    failures: AtomicU64,
+    busy_nanos: AtomicU64,
+    quarantine: Quarantine,
+}
+
+impl Calls {
+    /// Counters for `plugin` serving `owner`, quarantined as `policy` says.
+    pub(super) fn new(plugin: Arc<str>, owner: Arc<str>, policy: QuarantinePolicy) -> Self {
+        Calls {
+            plugin,
+            owner,
+            calls: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            busy_nanos: AtomicU64::new(0),
+            quarantine: Quarantine::new(policy, Instant::now()),
+        }
+    }
+
+    /// Runs one call unless the pool is quarantined, and accounts for it:
+    /// its time against the CPU budget, a failure against the failures in a
+    /// row, a log line for the failure (the first and every power of two)
+    /// and for any quarantine it starts or ends.
+    pub(super) fn run<R>(
+        &self,
+        call: impl FnOnce() -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        match self.quarantine.admit(started) {
+            Err(remaining) => {
+                // Not logged per call: the quarantine's own line said why.
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                return Err(CallError::Quarantined(remaining));
+            }
+            Ok(Some(change)) => self.log(&change),
+            Ok(None) => {}
+        }
+        let result = call();
+        let took = started.elapsed();
+        self.busy_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        let change = match &result {
+            Ok(_) => self.quarantine.record(started, took, None),
+            Err(error) => {
+                self.record_failure(error);
+                self.quarantine
+                    .record(started, took, Some(&|| error.to_string()))
+            }
+        };
+        if let Some(change) = change {
+            self.log(&change);
+        }
+        result
+    }
+
+    /// Counts a failed call and logs it: the first failure and then every
+    /// power of two, so a plugin failing on every request cannot flood the
+    /// log; the count in each line says how many there were.
+    fn record_failure(&self, error: &CallError) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures.is_power_of_two() {
+            tracing::warn!(
+                plugin = &*self.plugin,
+                owner = &*self.owner,
+                failures,
+                "plugin call failed: {error}"
+            );
+        }
+    }
+
+    fn log(&self, change: &Change) {
+        let (plugin, owner) = (&*self.plugin, &*self.owner);
+        match change {
+            Change::Quarantined {
+                cause,
+                duration,
+                level,
+            } => {
+                let why = match cause {
+                    Cause::Failures(n, last) => format!("{n} failed calls in a row, last: {last}"),
+                    Cause::Cpu(spent) => format!(
+                        "its calls took {spent:?} of worker time within {:?}, over its CPU budget",
+                        super::quarantine::WINDOW
+                    ),
+                    Cause::Slow(calls, last) => format!(
+                        "{calls} calls in a row each took longer than the slow-call threshold (the last {last:?})"
+                    ),
+                };
+                tracing::warn!(
+                    plugin,
+                    owner,
+                    quarantines_in_a_row = level,
+                    "plugin quarantined for {duration:?}: {why}; its owner's on_failure applies meanwhile"
+                );
+            }
+            Change::Released => {
+                tracing::info!(
+                    plugin,
+                    owner,
+                    "plugin quarantine over: calls resume (one more failure quarantines it again)"
+                );
+            }
+        }
+    }
+
+    /// Calls made (quarantined ones included).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Calls that failed, quarantined ones included: decisions the plugin
+    /// did not make.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Total time spent in calls (instantiation included).
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed))
+    }
+
+    /// How much longer the pool is quarantined, if it is.
+    pub fn quarantined_for(&self) -> Option<Duration> {
+        self.quarantine.remaining(Instant::now())
+    }
+
+    /// Times the pool was quarantined.
+    pub fn quarantines(&self) -> u64 {
+        self.quarantine.count()
+    }
+}
+
+/// The call error for a wasmtime error from a call with deadline `timeout`.
+pub(super) fn classify(error: wasmtime::Error, timeout: Duration) -> CallError {
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => CallError::Timeout(timeout),
+        _ => CallError::Trap(describe(&error, timeout)),
+    }
+}
+
+/// A one-line description of a wasmtime error: the trap or message, without
+/// the wasm backtrace.
+pub(super) fn describe(error: &wasmtime::Error, timeout: Duration) -> String {
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        if *trap == Trap::Interrupt {
+            return format!("ran past its deadline of {timeout:?}");
+        }
+        return trap.to_string();
+    }
+    let text = format!("{error:#}");
+    text.lines().next().unwrap_or_default().to_string()
+}
