@@ -454,7 +454,7 @@ async fn a_plugin_using_most_of_its_deadline_on_every_call_is_quarantined() {
 /// `weir run` on `config` (a file in `dir`), its log in `dir/weir.log`;
 /// killed on drop.
 struct Weir {
-    child: std::process::Child,
+    _child: Child,
     log: std::path::PathBuf,
 }
 
@@ -463,7 +463,7 @@ impl Weir {
         let path = dir.0.join("weir.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.0.join("weir.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        let child = weir()
             .args(["run", "--config"])
             .arg(&path)
             .env("WEIR_LOG", "info")
@@ -472,7 +472,10 @@ impl Weir {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let weir = Weir { child, log };
+        let weir = Weir {
+            _child: Child(child),
+            log,
+        };
         let mut addr = None;
         wait_for("weir to log its listening address", || {
             addr = weir
@@ -487,13 +490,6 @@ impl Weir {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Weir {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
