@@ -15,7 +15,7 @@ use wasmtime::component::Resource;
 use super::bindings::{FilterBindings, filter_api};
 use super::guard::contain;
 use super::host::{HostState, RequestView, wit_ip};
-use super::pool::{CallError, Idle, classify, describe, record_failure};
+use super::pool::{CallError, Idle, classify, describe, nonsense, record_failure};
 use super::{Kind, LoadedPlugin, PluginError};
 
 /// One change to a header map, checked.
@@ -167,9 +167,9 @@ impl FilterPool {
     pub fn on_request(&self, request: &mut RequestView) -> Result<FilterDecision, CallError> {
         let client = wit_ip(request.client.ip());
         self.call(request, |api, store| {
-            api.call_on_request(store, Resource::new_borrow(0), client)
+            let decision = api.call_on_request(store, Resource::new_borrow(0), client)?;
+            check_decision(decision).map_err(nonsense)
         })
-        .and_then(|decision| self.checked(check_decision(decision)))
     }
 
     /// Runs `on-response` for a response with `status` and `headers` to
@@ -186,14 +186,19 @@ impl FilterPool {
             .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
             .collect();
         self.call(request, |api, store| {
-            api.call_on_response(store, Resource::new_borrow(0), status.as_u16(), &list)
+            let ops =
+                api.call_on_response(store, Resource::new_borrow(0), status.as_u16(), &list)?;
+            ops.into_iter()
+                .map(check_header_op)
+                .collect::<Result<_, _>>()
+                .map_err(nonsense)
         })
-        .and_then(|ops| self.checked(ops.into_iter().map(check_header_op).collect()))
     }
 
     /// One call: `request` is moved into an idle instance's store for it
     /// and back, whatever the outcome, under the call deadline. A failed
-    /// call discards the instance and is counted and logged.
+    /// call (`f` failing includes an answer its checks refused) discards the
+    /// instance and its cell writes, and is counted and logged.
     fn call<R>(
         &self,
         request: &mut RequestView,
@@ -209,6 +214,7 @@ impl FilterPool {
                 .set_epoch_deadline(self.plugin.limits.deadline_ticks());
             let api = instance.bindings.weir_plugin_http_filter();
             let outcome = contain(|| f(api, &mut instance.store));
+            instance.store.data_mut().end_call(outcome.is_ok());
             if let Some(view) = instance.store.data_mut().request.take() {
                 *request = view;
             }
@@ -220,16 +226,6 @@ impl FilterPool {
             record_failure(&self.failures, self.plugin.name(), &self.owner, error);
         }
         result
-    }
-
-    /// A call whose answer did not pass the checks: counted and logged as
-    /// a failed call.
-    fn checked<T>(&self, answer: Result<T, String>) -> Result<T, CallError> {
-        answer.map_err(|reason| {
-            let error = CallError::Invalid(reason);
-            record_failure(&self.failures, self.plugin.name(), &self.owner, &error);
-            error
-        })
     }
 
     fn checkout(&self) -> Result<Instance, CallError> {
@@ -262,6 +258,7 @@ impl FilterPool {
         })
         .map_err(|e| describe(&e, limits.init_timeout()))?
         .map_err(|message| format!("plugin refused its settings: {message}"))?;
+        store.data_mut().end_call(true);
         Ok((Instance { store, bindings }, hooks))
     }
 }

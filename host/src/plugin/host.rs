@@ -10,7 +10,9 @@ use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{load, log, metrics, response_headers, shared, types};
-use super::shared::{PluginCounters, SharedCells};
+use super::cells::SharedCells;
+use super::counters::PluginCounters;
+use super::journal::CallJournal;
 use crate::upstream::BackendSet;
 
 /// The type behind the guest's `request` resource. The host only ever lends
@@ -67,6 +69,8 @@ pub(crate) struct HostState {
     pub(crate) shared: Arc<SharedCells>,
     /// Counters this plugin defines (filters).
     pub(crate) counters: Arc<PluginCounters>,
+    /// The current call's cell writes, kept until [`HostState::end_call`].
+    journal: CallJournal,
 }
 
 impl HostState {
@@ -94,6 +98,18 @@ impl HostState {
             backends: None,
             shared,
             counters,
+            journal: CallJournal::default(),
+        }
+    }
+
+    /// Ends a call (or `init`): the cell writes it made stay if it
+    /// `succeeded`, and are taken back if not. Dropping the state (the
+    /// instance is discarded) ends a call under way as failed.
+    pub(crate) fn end_call(&mut self, succeeded: bool) {
+        if succeeded {
+            self.journal.commit();
+        } else {
+            self.journal.undo(&self.shared, std::time::Instant::now());
         }
     }
 
@@ -105,6 +121,12 @@ impl HostState {
         self.request
             .as_ref()
             .ok_or_else(|| wasmtime::format_err!("request used outside of a call"))
+    }
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        self.end_call(false);
     }
 }
 
@@ -245,7 +267,8 @@ impl shared::Host for HostState {
 
     fn add(&mut self, key: String, delta: i64, ttl_ms: u32) -> i64 {
         let ttl = std::time::Duration::from_millis(ttl_ms.into());
-        self.shared.add(&key, delta, ttl, std::time::Instant::now())
+        let now = std::time::Instant::now();
+        self.shared.add(&key, delta, ttl, now, &mut self.journal)
     }
 
     fn compare_and_swap(
@@ -256,8 +279,9 @@ impl shared::Host for HostState {
         ttl_ms: u32,
     ) -> bool {
         let ttl = std::time::Duration::from_millis(ttl_ms.into());
+        let now = std::time::Instant::now();
         self.shared
-            .compare_and_swap(&key, expected, new, ttl, std::time::Instant::now())
+            .compare_and_swap(&key, expected, new, ttl, now, &mut self.journal)
     }
 }
 

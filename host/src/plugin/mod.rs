@@ -18,11 +18,13 @@
 //!    pool, or discards it if the call trapped or overran.
 
 mod bindings;
+mod cells;
+mod counters;
 mod filter_pool;
 mod guard;
 mod host;
+mod journal;
 mod pool;
-mod shared;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -32,10 +34,15 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use cells::{
+    CELL_OVERHEAD_BYTES, CellLimits, CellUsage, MAX_CELL_BYTES, MAX_CELLS, MAX_KEY_BYTES, Refusal,
+    SharedCells,
+};
+pub use counters::PluginCounters;
 pub use filter_pool::{FilterDecision, FilterPool, HeaderOp, RequestChanges};
 pub use host::RequestView;
+pub use journal::MAX_CALL_WRITES;
 pub use pool::{BalancerPool, CallError};
-pub use shared::{PluginCounters, SharedCells};
 pub use store::PluginStore;
 
 use bindings::{BalancerBindings, BalancerPre, FilterPre};
@@ -169,12 +176,22 @@ pub struct PluginRuntime {
 }
 
 /// What every instance and version of one plugin shares.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PluginState {
     /// The `shared` import's cells.
     pub cells: Arc<SharedCells>,
     /// The `metrics` import's counters.
     pub counters: Arc<PluginCounters>,
+}
+
+impl PluginState {
+    /// Empty cells and counters for plugin `name`.
+    pub fn new(name: &str) -> Self {
+        PluginState {
+            cells: Arc::new(SharedCells::new(name)),
+            counters: Arc::default(),
+        }
+    }
 }
 
 impl PluginRuntime {
@@ -257,7 +274,10 @@ impl PluginRuntime {
     /// The shared cells and counters of plugin `name` (made on first use).
     pub fn plugin_state(&self, name: &str) -> PluginState {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.entry(name.to_string()).or_default().clone()
+        state
+            .entry(name.to_string())
+            .or_insert_with(|| PluginState::new(name))
+            .clone()
     }
 
     /// Every plugin's counters, by plugin name, for `/metrics`.
@@ -352,6 +372,12 @@ impl LoadedPlugin {
     /// borrow, such as access log lines.
     pub fn name_arc(&self) -> Arc<str> {
         self.name.clone()
+    }
+
+    /// What every instance and version of this plugin shares: its cells
+    /// and counters.
+    pub fn state(&self) -> &PluginState {
+        &self.state
     }
 
     /// The file it was loaded from.

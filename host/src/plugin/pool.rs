@@ -166,6 +166,7 @@ impl BalancerPool {
         instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
         instance.store.set_epoch_deadline(ticks);
         let outcome = contain(|| policy.call_select(&mut instance.store, Resource::new_borrow(0)));
+        instance.store.data_mut().end_call(outcome.is_ok());
         if let Some(view) = instance.store.data_mut().request.take() {
             *request = view;
         }
@@ -232,8 +233,22 @@ pub(super) fn record_failure(failures: &AtomicU64, plugin: &str, owner: &str, er
     }
 }
 
+/// An answer the host's checks refused, carried as the call's error so the
+/// call fails as a trap does: instance and cell writes discarded.
+#[derive(Debug, thiserror::Error)]
+#[error("answered nonsense: {0}")]
+pub(super) struct Nonsense(String);
+
+/// The call error to return for an answer refused because of `reason`.
+pub(super) fn nonsense(reason: String) -> wasmtime::Error {
+    wasmtime::Error::new(Nonsense(reason))
+}
+
 /// The call error for a wasmtime error from a call with deadline `timeout`.
 pub(super) fn classify(error: wasmtime::Error, timeout: std::time::Duration) -> CallError {
+    if let Some(Nonsense(reason)) = error.downcast_ref::<Nonsense>() {
+        return CallError::Invalid(reason.clone());
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => CallError::Timeout(timeout),
         _ => CallError::Trap(describe(&error, timeout)),
