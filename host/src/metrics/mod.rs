@@ -1,11 +1,11 @@
 //! `/metrics`: everything weir counts, in the Prometheus text exposition
 //! format (version 0.0.4), rendered on request from the live counters.
 
+mod cells;
 pub mod histogram;
 
 use std::fmt::Write;
 
-use crate::plugin::SharedCells;
 use crate::snapshot::Snapshot;
 use crate::upstream::Health;
 
@@ -274,7 +274,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
             stage.pool.failures()
         );
     }
-    cell_families(&mut out, &stages);
+    cells::families(&mut out, &stages);
     header(
         &mut out,
         "weir_plugin_counter_total",
@@ -322,53 +322,6 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
     out
-}
-
-/// The shared cells of each filter plugin the routes use: what they hold
-/// against their caps, and what was refused.
-fn cell_families(out: &mut String, stages: &[(String, &crate::snapshot::FilterStage)]) {
-    let by_plugin: std::collections::BTreeMap<&str, &SharedCells> = stages
-        .iter()
-        .map(|(_, stage)| {
-            let plugin = stage.pool.plugin();
-            (plugin.name(), &*plugin.state().cells)
-        })
-        .collect();
-    let rows: Vec<_> = by_plugin
-        .iter()
-        .map(|(plugin, cells)| (format!("plugin=\"{}\"", escape(plugin)), *cells))
-        .collect();
-    family(
-        out,
-        "weir_plugin_cells",
-        "gauge",
-        "Shared cells a filter plugin holds (expired ones until forgotten).",
-        &rows,
-        |cells| cells.usage().cells.to_string(),
-    );
-    family(
-        out,
-        "weir_plugin_cell_bytes",
-        "gauge",
-        "Bytes a filter plugin's cells count against its cap (key length plus a fixed overhead each).",
-        &rows,
-        |cells| cells.usage().bytes.to_string(),
-    );
-    header(
-        out,
-        "weir_plugin_cell_refusals_total",
-        "counter",
-        "Shared cell operations refused: key too long, cells full, or too many writes in one call.",
-    );
-    for (labels, cells) in &rows {
-        for (reason, count) in cells.refusals() {
-            let _ = writeln!(
-                out,
-                "weir_plugin_cell_refusals_total{{{labels},reason=\"{}\"}} {count}",
-                reason.as_str()
-            );
-        }
-    }
 }
 
 /// A family with one sample per row (labels already formatted: a
