@@ -69,3 +69,42 @@ impl CallJournal {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::bindings::shared::Host;
+    use super::super::host::HostState;
+    use super::*;
+
+    #[test]
+    fn a_failed_or_discarded_call_takes_back_its_writes() {
+        let cells = Arc::new(SharedCells::new("test"));
+        let state = || {
+            let limits = wasmtime::StoreLimitsBuilder::new().build();
+            HostState::new(
+                "test".into(),
+                "route 1".into(),
+                limits,
+                cells.clone(),
+                Arc::default(),
+            )
+        };
+        let get = |key: &str| cells.get(key, Instant::now());
+        let mut succeeded = state();
+        assert_eq!(succeeded.add("kept".into(), 1, 60_000), 1);
+        succeeded.end_call(true);
+
+        let mut failed = state();
+        assert_eq!(failed.add("kept".into(), 1, 60_000), 2);
+        assert!(failed.compare_and_swap("gone".into(), None, 7, 60_000));
+        failed.end_call(false);
+        assert_eq!((get("kept"), get("gone")), (Some(1), None));
+
+        let mut discarded = state();
+        assert!(discarded.compare_and_swap("gone".into(), None, 7, 60_000));
+        drop(discarded);
+        drop(succeeded);
+        assert_eq!((get("kept"), get("gone")), (Some(1), None));
+        assert_eq!(cells.usage().cells, 1);
+    }
+}
