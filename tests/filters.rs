@@ -121,6 +121,10 @@ async fn rate_limit_shares_one_bucket_across_instances() {
     assert_eq!(send(&url, &[("x-user", "ann")]).await.0, 200);
     assert_eq!(send(&url, &[("x-user", "ann")]).await.0, 429);
     assert_eq!(send(&url, &[("x-user", "bob")]).await.0, 200);
+    // A value too long for a cell key still gets a bucket (by its hash).
+    let long = "c".repeat(1000);
+    assert_eq!(send(&url, &[("x-user", &long)]).await.0, 200);
+    assert_eq!(send(&url, &[("x-user", &long)]).await.0, 429);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -182,6 +182,12 @@ pub trait Filter: 'static {
 /// instance has its own memory, so state that must be common, such as rate
 /// limit buckets, lives here). A cell is forgotten `ttl_ms` after its last
 /// write.
+///
+/// weir holds them to limits (see `interface shared` in `wit/filter.wit`):
+/// keys of at most 256 bytes, 64 MiB of cells per plugin, 64 writes per
+/// call. A refused operation answers as for an absent cell and stores
+/// nothing. The writes of a call that fails (a panic, running past the time
+/// limit, an answer weir refuses) are taken back.
 pub mod shared {
     use crate::wit_filter::weir::plugin::shared as wit;
 

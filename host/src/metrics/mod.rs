@@ -1,7 +1,9 @@
 //! `/metrics`: everything weir counts, in the Prometheus text exposition
 //! format (version 0.0.4), rendered on request from the live counters.
 
+mod cells;
 pub mod histogram;
+mod plugins;
 
 use std::fmt::Write;
 
@@ -279,22 +281,9 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
             stage.pool.failures()
         );
     }
-    pools(&mut out, snapshot);
-    header(
-        &mut out,
-        "weir_plugin_refusals_total",
-        "counter",
-        "Plugin host calls weir refused and ignored (invalid or excess response headers, bad counter names).",
-    );
-    for (plugin, refusals) in &process.plugin_refusals {
-        for (what, value) in refusals {
-            let _ = writeln!(
-                out,
-                "weir_plugin_refusals_total{{plugin=\"{}\",what=\"{what}\"}} {value}",
-                escape(plugin)
-            );
-        }
-    }
+    plugins::pools(&mut out, snapshot);
+    plugins::refusals(&mut out, &process.plugin_refusals);
+    cells::families(&mut out, &stages);
     header(
         &mut out,
         "weir_plugin_counter_total",
@@ -362,48 +351,6 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
     out
-}
-
-/// Every plugin pool's time in calls and quarantine, balancers and filters
-/// alike, labelled by plugin and owner (`upstream NAME`, `route N filter M`).
-fn pools(out: &mut String, snapshot: &Snapshot) {
-    let rows: Vec<_> = snapshot
-        .plugin_pools()
-        .map(|(plugin, owner, calls)| {
-            (
-                format!(
-                    "plugin=\"{}\",owner=\"{}\"",
-                    escape(plugin.name()),
-                    escape(&owner)
-                ),
-                calls,
-            )
-        })
-        .collect();
-    family(
-        out,
-        "weir_plugin_busy_seconds_total",
-        "counter",
-        "Worker time spent in a plugin pool's calls (instantiation included); weighed against its CPU budget.",
-        &rows,
-        |c| c.busy().as_secs_f64().to_string(),
-    );
-    family(
-        out,
-        "weir_plugin_quarantined",
-        "gauge",
-        "1 while a plugin pool is quarantined (failing, or over its CPU budget), else 0.",
-        &rows,
-        |c| u8::from(c.quarantined_for().is_some()).to_string(),
-    );
-    family(
-        out,
-        "weir_plugin_quarantines_total",
-        "counter",
-        "Times a plugin pool was quarantined.",
-        &rows,
-        |c| c.quarantines().to_string(),
-    );
 }
 
 /// A family with one sample per row (labels already formatted: a

@@ -222,8 +222,8 @@ impl FilterPool {
     /// One call: `request` is moved into an idle instance's store for it
     /// and back, whatever the outcome, under the call deadline, and the
     /// answer checked whole by `check`. A failed call (trap, overrun, an
-    /// answer `check` refuses) discards the instance and is counted,
-    /// logged and weighed for quarantine by [`Calls::run`].
+    /// answer `check` refuses) discards the instance and its cell writes,
+    /// and is counted, logged and weighed for quarantine by [`Calls::run`].
     fn call<W, R>(
         &self,
         request: &mut RequestView,
@@ -242,8 +242,12 @@ impl FilterPool {
             if let Some(view) = instance.store.data_mut().request.take() {
                 *request = view;
             }
-            let answer = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
-            let value = check(answer).map_err(CallError::Invalid)?;
+            let value = outcome
+                .map_err(|e| classify(e, self.plugin.limits.timeout))
+                .and_then(|answer| check(answer).map_err(CallError::Invalid));
+            // The call's cell writes stay only if its answer is taken.
+            instance.store.data_mut().end_call(value.is_ok());
+            let value = value?;
             self.idle.put(instance);
             Ok(value)
         })
@@ -279,6 +283,7 @@ impl FilterPool {
         })
         .map_err(|e| describe(&e, limits.init_timeout()))?
         .map_err(|message| format!("plugin refused its settings: {message}"))?;
+        store.data_mut().end_call(true);
         Ok((Instance { store, bindings }, hooks))
     }
 }

@@ -11,6 +11,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginState;
 use super::bindings::{load, log, metrics, response_headers, shared, types};
+use super::journal::CallJournal;
 use super::log_limit::bound_message;
 use super::refusals::Refusal;
 use crate::upstream::BackendSet;
@@ -72,6 +73,8 @@ pub(crate) struct HostState {
     /// plugin made during it broke a rule that fails the call (a framing
     /// response header); the pool turns it into a failed call.
     pub(crate) refused: Option<String>,
+    /// The current call's cell writes, kept until [`HostState::end_call`].
+    journal: CallJournal,
 }
 
 impl HostState {
@@ -98,6 +101,19 @@ impl HostState {
             backends: None,
             plugin_state,
             refused: None,
+            journal: CallJournal::default(),
+        }
+    }
+
+    /// Ends a call (or `init`): the cell writes it made stay if it
+    /// `succeeded`, and are taken back if not. Dropping the state (the
+    /// instance is discarded) ends a call under way as failed.
+    pub(crate) fn end_call(&mut self, succeeded: bool) {
+        if succeeded {
+            self.journal.commit();
+        } else {
+            let cells = &self.plugin_state.cells;
+            self.journal.undo(cells, std::time::Instant::now());
         }
     }
 
@@ -109,6 +125,12 @@ impl HostState {
         self.request
             .as_ref()
             .ok_or_else(|| wasmtime::format_err!("request used outside of a call"))
+    }
+}
+
+impl Drop for HostState {
+    fn drop(&mut self) {
+        self.end_call(false);
     }
 }
 
@@ -282,9 +304,8 @@ impl shared::Host for HostState {
 
     fn add(&mut self, key: String, delta: i64, ttl_ms: u32) -> i64 {
         let ttl = std::time::Duration::from_millis(ttl_ms.into());
-        self.plugin_state
-            .cells
-            .add(&key, delta, ttl, std::time::Instant::now())
+        let now = std::time::Instant::now();
+        (self.plugin_state.cells).add(&key, delta, ttl, now, &mut self.journal)
     }
 
     fn compare_and_swap(
@@ -295,13 +316,8 @@ impl shared::Host for HostState {
         ttl_ms: u32,
     ) -> bool {
         let ttl = std::time::Duration::from_millis(ttl_ms.into());
-        self.plugin_state.cells.compare_and_swap(
-            &key,
-            expected,
-            new,
-            ttl,
-            std::time::Instant::now(),
-        )
+        let now = std::time::Instant::now();
+        (self.plugin_state.cells).compare_and_swap(&key, expected, new, ttl, now, &mut self.journal)
     }
 }
 

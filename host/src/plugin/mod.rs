@@ -19,14 +19,16 @@
 
 mod bindings;
 mod call;
+mod cells;
+mod counters;
 mod filter_pool;
 mod guard;
 mod host;
+mod journal;
 mod log_limit;
 mod pool;
 pub mod quarantine;
 mod refusals;
-mod shared;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -37,8 +39,14 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use call::{CallError, Calls};
+pub use cells::{
+    CELL_OVERHEAD_BYTES, CellLimits, CellUsage, MAX_CELL_BYTES, MAX_CELLS, MAX_KEY_BYTES, Refusal,
+    SharedCells,
+};
+pub use counters::PluginCounters;
 pub use filter_pool::{FilterDecision, FilterPool, HeaderOp, RequestChanges};
 pub use host::RequestView;
+pub use journal::MAX_CALL_WRITES;
 pub use log_limit::{
     BURST_SECONDS, DEFAULT_LINES_PER_SECOND, LogLimiter, MAX_LINES_PER_SECOND, MAX_MESSAGE_BYTES,
     REPORT_EVERY,
@@ -46,7 +54,6 @@ pub use log_limit::{
 pub use pool::BalancerPool;
 pub use quarantine::QuarantinePolicy;
 pub use refusals::Refusals;
-pub use shared::{PluginCounters, SharedCells};
 pub use store::PluginStore;
 
 use bindings::{BalancerBindings, BalancerPre, FilterPre};
@@ -201,7 +208,7 @@ pub struct PluginRuntime {
 }
 
 /// What every instance and version of one plugin shares.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PluginState {
     /// The `shared` import's cells.
     pub cells: Arc<SharedCells>,
@@ -211,6 +218,19 @@ pub struct PluginState {
     pub refusals: Arc<Refusals>,
     /// The `log` import's rate limit and dropped-line count.
     pub log: Arc<LogLimiter>,
+}
+
+impl PluginState {
+    /// Empty cells, counters and refusals for plugin `name`, whose log may
+    /// take `log_rate` lines a second.
+    pub fn new(name: &str, log_rate: u32) -> Self {
+        PluginState {
+            cells: Arc::new(SharedCells::new(name)),
+            counters: Arc::default(),
+            refusals: Arc::default(),
+            log: Arc::new(LogLimiter::new(log_rate, std::time::Instant::now())),
+        }
+    }
 }
 
 impl PluginRuntime {
@@ -297,10 +317,7 @@ impl PluginRuntime {
         let rate = self.limits.log_lines_per_second;
         state
             .entry(name.to_string())
-            .or_insert_with(|| PluginState {
-                log: Arc::new(LogLimiter::new(rate, std::time::Instant::now())),
-                ..PluginState::default()
-            })
+            .or_insert_with(|| PluginState::new(name, rate))
             .clone()
     }
 
@@ -415,6 +432,12 @@ impl LoadedPlugin {
     /// borrow, such as access log lines.
     pub fn name_arc(&self) -> Arc<str> {
         self.name.clone()
+    }
+
+    /// What every instance and version of this plugin shares: its cells
+    /// and counters.
+    pub fn state(&self) -> &PluginState {
+        &self.state
     }
 
     /// The file it was loaded from.

@@ -153,6 +153,8 @@ impl BalancerPool {
             *request = view;
         }
         let refused = state.refused.take();
+        // Cell writes stay only if the whole answer is taken.
+        state.end_call(outcome.is_ok() && refused.is_none());
         let choice = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
         if let Some(refused) = refused {
             return Err(CallError::Invalid(refused));
@@ -194,6 +196,7 @@ impl BalancerPool {
         })
         .map_err(|e| describe(&e, limits.init_timeout()))?
         .map_err(|message| format!("plugin refused its settings: {message}"))?;
+        store.data_mut().end_call(true);
         Ok(Instance {
             store,
             bindings,

@@ -12,6 +12,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use weir_sdk::filter::shared;
 use weir_sdk::{Decision, Filter, Request, Response};
 
@@ -91,6 +92,9 @@ impl RateLimit {
                 settings.rate
             ));
         }
+        if settings.zone.len() > MAX_ZONE_BYTES {
+            return Err(format!("zone is longer than {MAX_ZONE_BYTES} bytes"));
+        }
         let burst = settings.burst.unwrap_or(settings.rate.ceil() as u32).max(1);
         let header = match settings.key.as_str() {
             "client" => None,
@@ -133,6 +137,25 @@ impl RateLimit {
     }
 }
 
+/// Longest `zone`: its bucket keys stay within weir's key cap.
+const MAX_ZONE_BYTES: usize = 64;
+
+/// Longest key weir stores in a shared cell; a longer one is refused.
+const MAX_KEY_BYTES: usize = 256;
+
+/// The cell of `who`'s bucket: `prefix` then `who`, or, if that would be
+/// longer than weir stores, `prefix` then `who`'s SHA-256, so a long header
+/// value still gets a bucket (weir would refuse its key, and the request
+/// would pass unlimited).
+fn bucket_key(prefix: &str, who: &str) -> String {
+    if prefix.len() + who.len() <= MAX_KEY_BYTES {
+        return format!("{prefix}{who}");
+    }
+    let digest = Sha256::digest(who.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}sha256:{hex}")
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -151,8 +174,7 @@ impl Filter for RateLimit {
             .and_then(|h| request.header(h))
             // One bucket per client host (not per connection's port).
             .unwrap_or_else(|| request.client_ip().to_string());
-        let key = format!("{}{who}", self.prefix);
-        match self.take(&key, now_us()) {
+        match self.take(&bucket_key(&self.prefix, &who), now_us()) {
             Ok(()) => Decision::pass(),
             Err(wait_us) => {
                 weir_sdk::filter::counter("limited", 1);
@@ -218,6 +240,21 @@ mod tests {
     }
 
     #[test]
+    fn long_header_values_get_a_bucket_weir_stores() {
+        let prefix = format!("rl:{}:", "z".repeat(MAX_ZONE_BYTES));
+        assert_eq!(bucket_key("rl::", "10.0.0.1"), "rl::10.0.0.1");
+        let long = "a".repeat(10_000);
+        let hashed = bucket_key(&prefix, &long);
+        assert!(hashed.len() <= MAX_KEY_BYTES, "{}", hashed.len());
+        assert_ne!(hashed, bucket_key(&prefix, &"b".repeat(10_000)));
+        assert_eq!(
+            hashed,
+            bucket_key(&prefix, &long),
+            "the same bucket each time"
+        );
+    }
+
+    #[test]
     fn settings_are_checked() {
         assert!(RateLimit::from_settings(r#"{"rate": 5}"#).is_ok());
         assert!(RateLimit::from_settings(r#"{"rate": 5, "key": "header:x-user"}"#).is_ok());
@@ -227,6 +264,7 @@ mod tests {
             r#"{"rate": 5, "zone": 1}"#,
             r#"{"rate": 5, "key": "cookie"}"#,
             r#"{"rate": 5, "key": "header:"}"#,
+            &format!(r#"{{"rate": 5, "zone": "{}"}}"#, "z".repeat(65)),
             r#"{}"#,
         ] {
             assert!(RateLimit::from_settings(bad).is_err(), "{bad}");
