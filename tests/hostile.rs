@@ -611,7 +611,12 @@ async fn soak(plugins_extra: &str) -> (Duration, Duration, String) {
             "\n[[routes]]\npath_prefix = \"{path}\"\nupstream = \"clean\"\n\n[[routes.filters]]\nplugin = \"hostile-filter\"\non_failure = \"{on_failure}\"\nsettings = {{ {settings} }}\n"
         ));
     }
+    // Shared cells flooded with the longest keys allowed, 100 per call.
+    config.push_str(
+        "\n[[routes]]\npath_prefix = \"/cells\"\nupstream = \"clean\"\n\n[[routes.filters]]\nplugin = \"cell-flood\"\non_failure = \"open\"\nsettings = { mode = \"many-keys\", count = 100, key_len = 256 }\n",
+    );
     let balancers = [
+        ("blog", "plugin = \"log-flood\""),
         ("bhog", "mode = \"cpu-hog\", burn_ms = 4"),
         ("bset", "mode = \"slow-set-backends\", burn_ms = 90"),
         ("btrap", "mode = \"add-then-trap\""),
@@ -621,8 +626,13 @@ async fn soak(plugins_extra: &str) -> (Duration, Duration, String) {
         ),
     ];
     for (name, settings) in balancers {
+        // `plugin = ...` names another plugin than hostile-balancer.
+        let plugin = match settings.strip_prefix("plugin = ") {
+            Some(plugin) => format!("plugin = {plugin}\n"),
+            None => format!("plugin = \"hostile-balancer\"\nsettings = {{ {settings} }}\n"),
+        };
         config.push_str(&format!(
-            "\n[[routes]]\npath_prefix = \"/{name}\"\nupstream = \"{name}\"\n\n[upstreams.{name}.balancer]\nplugin = \"hostile-balancer\"\nsettings = {{ {settings} }}\n\n[[upstreams.{name}.backends]]\naddress = \"{}\"\n",
+            "\n[[routes]]\npath_prefix = \"/{name}\"\nupstream = \"{name}\"\n\n[upstreams.{name}.balancer]\n{plugin}\n[[upstreams.{name}.backends]]\naddress = \"{}\"\n",
             backend.addr
         ));
     }
@@ -630,6 +640,7 @@ async fn soak(plugins_extra: &str) -> (Duration, Duration, String) {
     let hostile: Vec<String> = filters
         .iter()
         .map(|(p, _, _)| format!("{url}{p}"))
+        .chain([format!("{url}/cells")])
         .chain(balancers.iter().map(|(n, _)| format!("{url}/{n}")))
         .collect();
     // The baseline is the same load with every attacker on a plugin-free
