@@ -259,7 +259,7 @@ impl response_headers::Host for HostState {
             return;
         };
         let refusals = &self.plugin_state.refusals;
-        match super::filter_pool::header(&name, &value) {
+        match super::decision::header(&name, &value) {
             Ok(header) if request.response_headers.len() < MAX_RESPONSE_HEADERS => {
                 request.response_headers.push(header);
             }

@@ -1,0 +1,79 @@
+//! The limits every plugin call and instance runs under, read from the
+//! `[plugins]` section, and the epoch ticks deadlines are counted in.
+
+use std::time::Duration;
+
+use super::quarantine::{self, QuarantinePolicy};
+
+/// How often the epoch advances; plugin deadlines are counted in these ticks.
+pub(super) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The shortest deadline for instantiating a plugin and running its `init`.
+const MIN_INIT_TIMEOUT: Duration = Duration::from_millis(100);
+
+fn ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_micros().max(1);
+    (timeout.as_micros().div_ceil(tick) as u64).max(1) + 1
+}
+
+/// The worker threads weir's runtime runs (tokio's default: one per CPU),
+/// which the CPU budget is a share of.
+fn workers() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().try_into().unwrap_or(u32::MAX))
+}
+
+/// Sandbox limits applied to every plugin call and instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Longest one call may run.
+    pub timeout: Duration,
+    /// Most linear memory one instance may have, in bytes.
+    pub memory_bytes: usize,
+    /// Most instances alive at once in this runtime.
+    pub max_instances: u32,
+    /// When a pool that keeps failing, or spends past its CPU budget, is
+    /// quarantined.
+    pub quarantine: QuarantinePolicy,
+    /// Log lines each plugin (by name, all instances together) may write
+    /// per second; see [`LogLimiter`].
+    pub log_lines_per_second: u32,
+}
+
+impl PluginLimits {
+    /// Reads the limits from the `[plugins]` section.
+    pub fn from_config(config: &crate::config::PluginsConfig) -> Self {
+        PluginLimits {
+            timeout: Duration::from_millis(config.timeout_ms),
+            memory_bytes: (config.memory_mib as usize) << 20,
+            max_instances: config.max_instances,
+            quarantine: QuarantinePolicy {
+                after_failures: config.quarantine_after_failures,
+                base: Duration::from_millis(config.quarantine_ms),
+                max: Duration::from_millis(config.quarantine_max_ms),
+                cpu_budget: quarantine::WINDOW * workers() * config.cpu_budget_percent / 100,
+                slow_call: Duration::from_millis(config.timeout_ms) * config.slow_call_percent
+                    / 100,
+            },
+            log_lines_per_second: config.log_lines_per_second,
+        }
+    }
+
+    /// The deadline of one call in epoch ticks, rounded up, plus one for the
+    /// tick already under way.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        ticks(self.timeout)
+    }
+
+    /// The deadline for making an instance and running its `init`: a
+    /// one-off per instance, which may touch fresh memory and parse
+    /// settings, so it gets twenty times the call timeout, and at least
+    /// [`MIN_INIT_TIMEOUT`].
+    pub(crate) fn init_deadline_ticks(&self) -> u64 {
+        ticks(self.init_timeout())
+    }
+
+    /// Longest instantiation plus `init` may run.
+    pub fn init_timeout(&self) -> Duration {
+        (self.timeout * 20).max(MIN_INIT_TIMEOUT)
+    }
+}
