@@ -1082,6 +1082,49 @@ weight = 2
     }
 
     #[test]
+    fn quarantine_settings_are_bounded() {
+        let plugins = parse(GOOD).unwrap().plugins;
+        assert_eq!(
+            (
+                plugins.quarantine_after_failures,
+                plugins.quarantine_ms,
+                plugins.quarantine_max_ms,
+                plugins.cpu_budget_percent,
+                plugins.slow_call_percent
+            ),
+            (5, 1_000, 60_000, 50, 50)
+        );
+        for (lines, expected) in [
+            ("quarantine_ms = 0", "quarantine_ms must be within"),
+            ("quarantine_ms = 3600001", "quarantine_ms must be within"),
+            (
+                "quarantine_ms = 5000\nquarantine_max_ms = 4000",
+                "quarantine_max_ms must be within",
+            ),
+            (
+                "quarantine_max_ms = 86400001",
+                "quarantine_max_ms must be within",
+            ),
+            (
+                "cpu_budget_percent = 101",
+                "cpu_budget_percent must be within",
+            ),
+            (
+                "slow_call_percent = 101",
+                "slow_call_percent must be within",
+            ),
+            ("quarantine_after_failures = -1", "invalid value"),
+        ] {
+            let text = format!("{GOOD}\n[plugins]\n{lines}\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{lines}: {err}");
+        }
+        // Zero turns each check off, and is accepted.
+        let off = "quarantine_after_failures = 0\ncpu_budget_percent = 0\nslow_call_percent = 0";
+        assert!(parse(&format!("{GOOD}\n[plugins]\n{off}\n")).is_ok());
+    }
+
+    #[test]
     fn line_column_counts_from_one() {
         assert_eq!(line_column("ab\ncd", 0), (1, 1));
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
