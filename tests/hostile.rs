@@ -560,7 +560,7 @@ fn p99(seen: &[(u16, Duration)]) -> Duration {
 /// request, and its p99 stays within a stated factor of its own baseline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_on_their_own_routes_leave_a_clean_route_serving() {
-    let (before, during, log) = soak("").await;
+    let (before, during, log, answered) = soak("").await;
     // Calls of up to the 5 ms deadline hold a worker until each pool is
     // quarantined (after 5 failures, 8 slow calls, or half the workers'
     // time in a second), then again on probation: a few milliseconds on
@@ -570,6 +570,18 @@ async fn hostile_plugins_on_their_own_routes_leave_a_clean_route_serving() {
         "clean p99 {during:?} against {before:?}"
     );
     assert!(log.contains("plugin quarantined"), "{log}");
+    // The framing filter fails closed: its first failures are logged, the
+    // 503s its quarantine causes are not, one line each.
+    let framing = answered
+        .iter()
+        .find(|(url, _)| url.ends_with("/frame"))
+        .unwrap()
+        .1;
+    let logged = log.matches("503: filter failed").count();
+    assert!(
+        framing >= 100 && logged <= 16,
+        "{framing} answered, {logged} logged"
+    );
 }
 
 /// The same with quarantine and budgets off, to measure what they buy:
@@ -581,8 +593,9 @@ async fn uncontained_soak_for_comparison() {
 }
 
 /// Runs the soak: `plugins_extra` goes into `[plugins]`. Returns the clean
-/// route's p99 beside plugin-free and beside hostile routes, and weir's log.
-async fn soak(plugins_extra: &str) -> (Duration, Duration, String) {
+/// route's p99 beside plugin-free and beside hostile routes, weir's log,
+/// and how many requests each hostile route answered.
+async fn soak(plugins_extra: &str) -> (Duration, Duration, String, Vec<(String, u64)>) {
     let backend = TestBackend::start("clean", Behaviour::Name).await;
     let dir = TempDir::new("hostile-soak");
     let mut config = format!(
@@ -661,5 +674,5 @@ async fn soak(plugins_extra: &str) -> (Duration, Duration, String) {
         "clean route p99: {before:?} beside {n} clients on plugin-free routes, {during:?} beside them on {n} hostile routes ({factor:.1}x); hostile requests answered: {answered:?}",
         n = hostile.len()
     );
-    (before, during, weir.log_text())
+    (before, during, weir.log_text(), answered)
 }

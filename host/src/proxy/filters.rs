@@ -7,7 +7,7 @@ use http::{HeaderMap, Response, StatusCode};
 
 use super::ProxyBody;
 use crate::config::FilterFailure;
-use crate::plugin::{FilterDecision, RequestView};
+use crate::plugin::{CallError, FilterDecision, RequestView};
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::Upstream;
 
@@ -20,7 +20,12 @@ pub(crate) enum Outcome {
     /// A filter answered it.
     Answer(Response<ProxyBody>),
     /// A filter failed under `on_failure = "closed"`: answer 503.
-    Failed,
+    /// `quarantined`: the filter was not even called (its quarantine was
+    /// logged once; the 503s it causes are not logged again one by one).
+    Failed {
+        /// Whether the failure was the pool's quarantine.
+        quarantined: bool,
+    },
 }
 
 /// The chain's result, and what the access log and the way back need.
@@ -65,7 +70,7 @@ pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView)
                 }
                 if stage.on_failure == FilterFailure::Closed {
                     return ChainRun {
-                        outcome: Outcome::Failed,
+                        outcome: Outcome::Failed { quarantined: false },
                         responders,
                         decided_by: name(),
                     };
@@ -87,11 +92,12 @@ pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView)
                     decided_by: name(),
                 };
             }
-            Err(_) => match stage.on_failure {
+            Err(error) => match stage.on_failure {
                 FilterFailure::Open => continue,
                 FilterFailure::Closed => {
+                    let quarantined = matches!(error, CallError::Quarantined(_));
                     return ChainRun {
-                        outcome: Outcome::Failed,
+                        outcome: Outcome::Failed { quarantined },
                         responders,
                         decided_by: name(),
                     };

@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 pub use body::{ProxyBody, full, text};
 
 use crate::access_log::AccessLog;
-use crate::plugin::RequestView;
+use crate::plugin::{CallError, RequestView};
 use crate::snapshot::Snapshot;
 use crate::upstream::{Backend, BackendId, Choice, Upstream, UpstreamBody};
 use body::{TrackedBody, plain};
@@ -99,13 +99,17 @@ pub async fn handle(
                 }
                 return response;
             }
-            filters::Outcome::Failed => {
+            filters::Outcome::Failed { quarantined } => {
                 let filter = chain.decided_by.as_deref().unwrap_or("?");
-                tracing::warn!(
-                    route = route.name,
-                    filter,
-                    "503: filter failed and its on_failure is \"closed\""
-                );
+                if quarantined {
+                    tracing::debug!(route = route.name, filter, "503: filter quarantined");
+                } else {
+                    tracing::warn!(
+                        route = route.name,
+                        filter,
+                        "503: filter failed and its on_failure is \"closed\""
+                    );
+                }
                 return local(
                     &mut log,
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -155,10 +159,15 @@ pub async fn handle(
                 return local(&mut log, StatusCode::SERVICE_UNAVAILABLE, reason);
             }
             Choice::PluginFailed(error) => {
-                tracing::warn!(
-                    upstream = upstream.name(),
-                    "503: balancer plugin failed and on_failure = \"fail\": {error}"
-                );
+                // A quarantine was logged once when it began.
+                if matches!(error, CallError::Quarantined(_)) {
+                    tracing::debug!(upstream = upstream.name(), "503: {error}");
+                } else {
+                    tracing::warn!(
+                        upstream = upstream.name(),
+                        "503: balancer plugin failed and on_failure = \"fail\": {error}"
+                    );
+                }
                 return local(
                     &mut log,
                     StatusCode::SERVICE_UNAVAILABLE,
