@@ -71,13 +71,23 @@ impl Calls {
         &self,
         call: impl FnOnce() -> Result<R, CallError>,
     ) -> Result<R, CallError> {
+        self.run_timed(call).0
+    }
+
+    /// [`Calls::run`], also returning how long the call took (zero when it
+    /// was refused for quarantine), so a caller keeping its own histogram
+    /// does not read the clock again.
+    pub(super) fn run_timed<R>(
+        &self,
+        call: impl FnOnce() -> Result<R, CallError>,
+    ) -> (Result<R, CallError>, Duration) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         match self.quarantine.admit(started) {
             Err(remaining) => {
                 // Not logged per call: the quarantine's own line said why.
                 self.failures.fetch_add(1, Ordering::Relaxed);
-                return Err(CallError::Quarantined(remaining));
+                return (Err(CallError::Quarantined(remaining)), Duration::ZERO);
             }
             Ok(Some(change)) => self.log(&change),
             Ok(None) => {}
@@ -99,7 +109,7 @@ impl Calls {
         if let Some(change) = change {
             self.log(&change);
         }
-        result
+        (result, took)
     }
 
     /// Counts a failed call and logs it: the first failure and then every

@@ -13,7 +13,7 @@ use super::PluginState;
 use super::bindings::{load, log, metrics, response_headers, shared, types};
 use super::journal::CallJournal;
 use super::log_limit::bound_message;
-use super::refusals::Refusal;
+use super::refusals::Ignored;
 use crate::upstream::BackendSet;
 
 /// The type behind the guest's `request` resource. The host only ever lends
@@ -264,7 +264,7 @@ impl response_headers::Host for HostState {
                 request.response_headers.push(header);
             }
             Ok(_) => refusals.refuse(
-                Refusal::ResponseHeader,
+                Ignored::ResponseHeader,
                 plugin,
                 upstream,
                 &format!("more than {MAX_RESPONSE_HEADERS} response headers: {name} ignored"),
@@ -278,7 +278,7 @@ impl response_headers::Host for HostState {
                         .get_or_insert(format!("response-headers.add {why}"));
                 } else {
                     let why = format!("response header ignored: {why}");
-                    refusals.refuse(Refusal::ResponseHeader, plugin, upstream, &why);
+                    refusals.refuse(Ignored::ResponseHeader, plugin, upstream, &why);
                 }
             }
         }
@@ -325,7 +325,7 @@ impl metrics::Host for HostState {
     fn increment(&mut self, name: String, delta: u64) {
         if !self.plugin_state.counters.increment(&name, delta) {
             self.plugin_state.refusals.refuse(
-                Refusal::MetricName,
+                Ignored::MetricName,
                 &self.plugin,
                 &self.upstream,
                 &format!("counter {name:?} refused: a bad name (letters, digits, _; at most 64) or too many counters"),

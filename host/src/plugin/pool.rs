@@ -112,12 +112,22 @@ impl BalancerPool {
         backends: &Arc<BackendSet>,
         request: &mut RequestView,
     ) -> Result<Option<Arc<Backend>>, CallError> {
+        self.select_timed(backends, request).0
+    }
+
+    /// [`BalancerPool::select`], also returning how long the call took (the
+    /// clock is read once, for the quarantine and the caller's histogram).
+    pub fn select_timed(
+        &self,
+        backends: &Arc<BackendSet>,
+        request: &mut RequestView,
+    ) -> (Result<Option<Arc<Backend>>, CallError>, std::time::Duration) {
         request.response_headers.clear();
-        let result = self.calls.run(|| self.try_select(backends, request));
+        let (result, took) = self.calls.run_timed(|| self.try_select(backends, request));
         if result.is_err() {
             request.response_headers.clear();
         }
-        result
+        (result, took)
     }
 
     fn try_select(

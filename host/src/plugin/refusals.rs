@@ -6,23 +6,23 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// What was refused.
+/// What was refused and ignored (the call goes on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum Ignored {
     /// A `response-headers.add` that was invalid or past the limit.
     ResponseHeader,
     /// A `metrics.increment` with a bad name, or past the counter limit.
     MetricName,
 }
 
-impl Refusal {
-    const ALL: [Refusal; 2] = [Refusal::ResponseHeader, Refusal::MetricName];
+impl Ignored {
+    const ALL: [Ignored; 2] = [Ignored::ResponseHeader, Ignored::MetricName];
 
     /// The `what` label in `/metrics`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Refusal::ResponseHeader => "response_header",
-            Refusal::MetricName => "metric_name",
+            Ignored::ResponseHeader => "response_header",
+            Ignored::MetricName => "metric_name",
         }
     }
 }
@@ -36,7 +36,7 @@ pub struct Refusals {
 impl Refusals {
     /// Counts a refusal of `plugin` serving `owner` and logs `why` the
     /// first time and every power of two.
-    pub fn refuse(&self, what: Refusal, plugin: &str, owner: &str, why: &str) {
+    pub fn refuse(&self, what: Ignored, plugin: &str, owner: &str, why: &str) {
         let n = self.counts[what as usize].fetch_add(1, Ordering::Relaxed) + 1;
         if n.is_power_of_two() {
             tracing::warn!(plugin, owner, refusals = n, what = what.as_str(), "{why}");
@@ -45,7 +45,7 @@ impl Refusals {
 
     /// Each kind and its count.
     pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        Refusal::ALL
+        Ignored::ALL
             .iter()
             .map(|&what| {
                 (
@@ -64,9 +64,9 @@ mod tests {
     #[test]
     fn each_kind_counts_apart() {
         let r = Refusals::default();
-        r.refuse(Refusal::MetricName, "p", "o", "bad");
-        r.refuse(Refusal::MetricName, "p", "o", "bad");
-        r.refuse(Refusal::ResponseHeader, "p", "o", "bad");
+        r.refuse(Ignored::MetricName, "p", "o", "bad");
+        r.refuse(Ignored::MetricName, "p", "o", "bad");
+        r.refuse(Ignored::ResponseHeader, "p", "o", "bad");
         assert_eq!(
             r.snapshot(),
             vec![("response_header", 1), ("metric_name", 2)]

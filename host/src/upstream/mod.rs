@@ -299,9 +299,8 @@ impl Upstream {
         if let Some(balancer) = &self.balancer {
             by = ChosenBy::Reroute;
             for _ in 0..ASKS {
-                let started = std::time::Instant::now();
-                let result = balancer.pool.select(&set, request);
-                self.stats.plugin_calls.observe(started.elapsed());
+                let (result, took) = balancer.pool.select_timed(&set, request);
+                self.stats.plugin_calls.observe(took);
                 match result {
                     Ok(Some(backend)) if usable(&backend) => {
                         return Choice::Backend(backend, ChosenBy::Plugin);
