@@ -13,8 +13,10 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod connection;
 pub mod demo;
 pub mod framing;
+pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;

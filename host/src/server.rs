@@ -1,32 +1,23 @@
-//! Listeners: accept client connections (HTTP/1.1 and cleartext HTTP/2) and
-//! hand each request to the proxy with the current snapshot.
+//! The running weir: loads the config's plugins into the first snapshot,
+//! starts its listeners (see [`crate::listener`]) and the admin API, and
+//! reloads and shuts down.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-
-use http::{Request, Response};
-use hyper::body::Incoming;
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::{Config, ConfigError};
+use crate::listener::{BindError, PlainTcp, Serve, accept_loop, bind};
 use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
-use crate::proxy::{ProxyBody, Shared};
+use crate::proxy::Shared;
 use crate::reload::{ReloadError, ReloadKind, Reloader};
 use crate::snapshot::Snapshot;
-
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why weir could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +40,15 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<BindError> for StartError {
+    fn from(error: BindError) -> Self {
+        StartError::Bind {
+            addr: error.addr,
+            source: error.source,
+        }
+    }
 }
 
 /// A running weir: its listeners, current snapshot and plugin runtime.
@@ -120,19 +120,24 @@ impl Server {
         });
         let mut bound = Vec::new();
         for addr in addrs {
-            let (listener, local) = bind(addr).await?;
+            let (listener, local) = bind(addr).await.map_err(StartError::from)?;
             tracing::info!(addr = %local, "listening");
             bound.push(local);
             let shared = shared.clone();
-            let handler = move |request, client| {
+            let handler = move |request, conn| {
                 let shared = shared.clone();
-                async move { crate::proxy::handle(&shared, request, client).await }
+                async move { crate::proxy::handle(&shared, request, conn).await }
             };
-            tasks.spawn(accept_loop(listener, handler, false, shutdown.subscribe()));
+            let serve = Serve {
+                acceptor: PlainTcp,
+                handler,
+                http1_only: false,
+            };
+            tasks.spawn(accept_loop(listener, serve, shutdown.subscribe()));
         }
         let mut admin_addr = None;
         if let Some((admin, addr)) = admin_config {
-            let (listener, local) = bind(addr).await?;
+            let (listener, local) = bind(addr).await.map_err(StartError::from)?;
             if !local.ip().is_loopback() && admin.token().is_none() {
                 tracing::warn!(addr = %local, "the admin API listens beyond loopback without a token");
             }
@@ -143,11 +148,16 @@ impl Server {
                 access_log,
                 token: admin.token(),
             });
-            let handler = move |request, _client| {
+            let handler = move |request, _conn| {
                 let admin = admin.clone();
                 async move { admin.handle(request).await }
             };
-            tasks.spawn(accept_loop(listener, handler, true, shutdown.subscribe()));
+            let serve = Serve {
+                acceptor: PlainTcp,
+                handler,
+                http1_only: true,
+            };
+            tasks.spawn(accept_loop(listener, serve, shutdown.subscribe()));
         }
         Ok(Server {
             addrs: bound,
@@ -209,93 +219,6 @@ pub fn runtime_for(config: &Config) -> Result<Arc<PluginRuntime>, PluginError> {
         Err(error) => {
             tracing::warn!("running without a compiled-code cache: {error}");
             PluginRuntime::new(limits)
-        }
-    }
-}
-
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { addr, source })?;
-    Ok((listener, local))
-}
-
-/// Accepts connections on `listener` and serves each request with
-/// `handler` until shutdown; `http1_only` for the admin API.
-async fn accept_loop<H, F>(
-    listener: TcpListener,
-    handler: H,
-    http1_only: bool,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<ProxyBody>> + Send + 'static,
-{
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, client)) => {
-                    let _ = stream.set_nodelay(true);
-                    let handler = handler.clone();
-                    let service = service_fn(move |request| {
-                        let answer = handler(request, client);
-                        async move { Ok::<_, Infallible>(answer.await) }
-                    });
-                    connections.spawn(serve_connection(stream, client, service, http1_only, shutdown.clone()));
-                }
-                Err(error) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn serve_connection<S>(
-    stream: tokio::net::TcpStream,
-    client: SocketAddr,
-    service: S,
-    http1_only: bool,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = Response<ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-    if http1_only {
-        builder = builder.http1_only();
-    }
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                tracing::debug!(%client, error = %error, "client connection ended with an error");
-            }
-        }
-        _ = shutdown.changed() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
         }
     }
 }

@@ -3,16 +3,20 @@
 
 use std::sync::Arc;
 
+use http::request::Parts;
 use http::{HeaderMap, Response, StatusCode};
+use http_body::Body;
 
 use super::ProxyBody;
+use super::context::RequestCtx;
+use super::error::ProxyError;
 use crate::config::FilterFailure;
 use crate::plugin::{CallError, FilterDecision, RequestView};
 use crate::snapshot::{Route, Snapshot};
 use crate::upstream::Upstream;
 
 /// How a request left the chain.
-pub(crate) enum Outcome {
+enum Outcome {
     /// Every filter let it pass: on to the route's upstream.
     Pass,
     /// A filter sent it to another upstream.
@@ -29,17 +33,17 @@ pub(crate) enum Outcome {
 }
 
 /// The chain's result, and what the access log and the way back need.
-pub(crate) struct ChainRun {
-    pub(crate) outcome: Outcome,
+struct ChainRun {
+    outcome: Outcome,
     /// Indices of the filters passed that want `on-response`.
-    pub(crate) responders: Vec<usize>,
+    responders: Vec<usize>,
     /// The filter that rerouted, answered or failed, if one did.
-    pub(crate) decided_by: Option<Arc<str>>,
+    decided_by: Option<Arc<str>>,
 }
 
 /// Runs `route`'s filters on `request` in order, applying each one's
 /// changes before the next sees it.
-pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView) -> ChainRun {
+fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView) -> ChainRun {
     let mut responders = Vec::new();
     for (i, stage) in route.filters.iter().enumerate() {
         let name = || Some(stage.pool.plugin().name_arc());
@@ -115,7 +119,7 @@ pub(crate) fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView)
 /// Runs the `on-response` hooks of the filters in `responders`, last first,
 /// on a response's headers. A hook that fails changes nothing (logged by its
 /// pool): the response is already on its way.
-pub(crate) fn on_response(
+fn on_response(
     route: &Route,
     responders: &[usize],
     request: &mut RequestView,
@@ -128,5 +132,78 @@ pub(crate) fn on_response(
                 op.apply(headers);
             }
         }
+    }
+}
+
+/// The request-filter phase: runs the route's chain on the request and
+/// settles the upstream (the route's, or a filter's reroute). A filter's
+/// own answer comes back as `Some`, already through the `on-response`
+/// hooks of the filters it passed and logged.
+pub(crate) fn request_phase(
+    ctx: &mut RequestCtx,
+    route: &Route,
+    parts: &mut Parts,
+) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+    ctx.upstream = Some(route.upstream.clone());
+    if route.filters.is_empty() {
+        return Ok(None);
+    }
+    let mut view = ctx.lend(parts);
+    let chain = run(&ctx.snapshot, route, &mut view);
+    RequestCtx::take_back(parts, view);
+    ctx.responders = chain.responders;
+    if let Some(log) = &mut ctx.log {
+        log.filter = chain.decided_by.clone();
+    }
+    match chain.outcome {
+        Outcome::Pass => Ok(None),
+        Outcome::Reroute(to) => {
+            ctx.upstream = Some(to);
+            Ok(None)
+        }
+        Outcome::Answer(mut response) => {
+            let status = response.status();
+            if !ctx.responders.is_empty() {
+                let mut view = ctx.lend(parts);
+                on_response(
+                    route,
+                    &ctx.responders,
+                    &mut view,
+                    status,
+                    response.headers_mut(),
+                );
+            }
+            if let Some(mut log) = ctx.log.take() {
+                log.status = status.as_u16();
+                log.finish(response.body().size_hint().exact().unwrap_or(0));
+            }
+            Ok(Some(response))
+        }
+        Outcome::Failed { quarantined } => Err(ProxyError::FilterFailed {
+            filter: chain.decided_by,
+            quarantined,
+        }),
+    }
+}
+
+/// Keeps what the `on-response` hooks will see, when any filter wants
+/// them: the request as the chain left it.
+pub(crate) fn keep_for_responders(ctx: &mut RequestCtx, parts: &Parts) {
+    if !ctx.responders.is_empty() {
+        ctx.passed = Some(RequestView {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+            client: ctx.conn.client,
+            response_headers: Vec::new(),
+        });
+    }
+}
+
+/// The response-filter phase: the `on-response` hooks of the filters the
+/// request passed, on the backend's response head.
+pub(crate) fn response_phase(ctx: &mut RequestCtx, status: StatusCode, headers: &mut HeaderMap) {
+    if let (Some(route), Some(view)) = (&ctx.route, &mut ctx.passed) {
+        on_response(route, &ctx.responders, view, status, headers);
     }
 }

@@ -1,10 +1,9 @@
 //! Header rewriting between client and backend: hop-by-hop removal and the
 //! `X-Forwarded-*` family.
 
-use std::net::SocketAddr;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::connection::ConnectionInfo;
 use crate::framing::HOP_BY_HOP;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -30,11 +29,11 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
-/// Sets the `X-Forwarded-*` headers for a request from `client` that asked
-/// for `host`: `For` gains the client's address, `Proto` and `Host` say what
+/// Sets the `X-Forwarded-*` headers for a request on `conn` that asked for
+/// `host`: `For` gains the client's address, `Proto` and `Host` say what
 /// the client used.
-pub(crate) fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: Option<&str>) {
-    let client_ip = client.ip().to_string();
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, conn: &ConnectionInfo, host: Option<&str>) {
+    let client_ip = conn.client.ip().to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client_ip}"),
         _ => client_ip,
@@ -42,7 +41,8 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, client: SocketAddr, host: O
     if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" });
+    headers.insert(X_FORWARDED_PROTO, proto);
     match host.and_then(|h| HeaderValue::from_str(h).ok()) {
         Some(value) => {
             headers.insert(X_FORWARDED_HOST, value);
@@ -75,12 +75,32 @@ mod tests {
     fn forwarded_for_appends_and_host_is_set() {
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, "10.0.0.1".parse().unwrap());
-        let client: SocketAddr = "[::1]:5000".parse().unwrap();
-        set_forwarded(&mut h, client, Some("example.com"));
+        let conn =
+            ConnectionInfo::plain("[::1]:5000".parse().unwrap(), "[::1]:80".parse().unwrap());
+        set_forwarded(&mut h, &conn, Some("example.com"));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, ::1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "example.com");
-        set_forwarded(&mut h, client, None);
+        set_forwarded(&mut h, &conn, None);
         assert!(!h.contains_key(&X_FORWARDED_HOST));
+    }
+
+    #[test]
+    fn forwarded_proto_comes_from_the_connection() {
+        let mut h = HeaderMap::new();
+        // A client's own claim is replaced, never passed on.
+        h.insert(X_FORWARDED_PROTO, "https".parse().unwrap());
+        let plain = ConnectionInfo::plain(
+            "127.0.0.1:5000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+        );
+        set_forwarded(&mut h, &plain, None);
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        let tls = ConnectionInfo {
+            tls: Some(crate::connection::TlsInfo::default()),
+            ..plain
+        };
+        set_forwarded(&mut h, &tls, None);
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }
 }

@@ -1,0 +1,105 @@
+//! The per-request context the phases share: the snapshot the request
+//! runs on, its connection, where it is going, and its access-log line in
+//! the making.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::request::Parts;
+use http::{HeaderName, HeaderValue};
+
+use super::Shared;
+use super::log::RequestLog;
+use crate::connection::ConnectionInfo;
+use crate::plugin::RequestView;
+use crate::snapshot::{Route, Snapshot};
+use crate::upstream::Upstream;
+
+/// What the phases of one request know about it, besides its head.
+pub(crate) struct RequestCtx {
+    /// The snapshot the whole request runs on: a reload swaps in a new one
+    /// for later requests while this one finishes on what it started with.
+    pub(crate) snapshot: Arc<Snapshot>,
+    /// The client connection it came on.
+    pub(crate) conn: Arc<ConnectionInfo>,
+    /// The host the client asked for.
+    pub(crate) host: Option<String>,
+    /// Its access-log line, when there is an access log.
+    pub(crate) log: Option<RequestLog>,
+    /// The route it matched (set by the route phase).
+    pub(crate) route: Option<Arc<Route>>,
+    /// The upstream serving it: the route's, or a filter's reroute.
+    pub(crate) upstream: Option<Arc<Upstream>>,
+    /// Indices of the filters passed that want `on-response`.
+    pub(crate) responders: Vec<usize>,
+    /// What `on-response` hooks see: the request as the chain left it.
+    pub(crate) passed: Option<RequestView>,
+}
+
+impl RequestCtx {
+    /// The context of a request whose head is `parts`.
+    pub(crate) fn new(shared: &Shared, parts: &Parts, conn: Arc<ConnectionInfo>) -> RequestCtx {
+        let started = Instant::now();
+        let host = request_host(parts).map(str::to_string);
+        let log = shared.access_log.as_ref().map(|access| {
+            RequestLog::start(
+                access.clone(),
+                started,
+                conn.client,
+                &parts.method,
+                host.as_deref(),
+                parts.uri.path(),
+            )
+        });
+        RequestCtx {
+            snapshot: shared.state.load_full(),
+            conn,
+            host,
+            log,
+            route: None,
+            upstream: None,
+            responders: Vec::new(),
+            passed: None,
+        }
+    }
+
+    /// Moves the request's method, URI and headers into a view for a
+    /// plugin call (moved, not copied; see [`RequestCtx::take_back`]).
+    pub(crate) fn lend(&self, parts: &mut Parts) -> RequestView {
+        RequestView {
+            method: std::mem::take(&mut parts.method),
+            uri: std::mem::take(&mut parts.uri),
+            headers: std::mem::take(&mut parts.headers),
+            client: self.conn.client,
+            response_headers: Vec::new(),
+        }
+    }
+
+    /// Moves a lent view's request back; returns the response headers the
+    /// balancer asked for.
+    pub(crate) fn take_back(
+        parts: &mut Parts,
+        view: RequestView,
+    ) -> Vec<(HeaderName, HeaderValue)> {
+        parts.method = view.method;
+        parts.uri = view.uri;
+        parts.headers = view.headers;
+        view.response_headers
+    }
+
+    /// The upstream serving the request; set once routing is done.
+    pub(crate) fn upstream(&self) -> &Arc<Upstream> {
+        self.upstream.as_ref().expect("set by the route phase")
+    }
+}
+
+/// The host the client asked for: `:authority` (HTTP/2, absolute-form) or
+/// the `Host` header.
+fn request_host(parts: &Parts) -> Option<&str> {
+    parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+        parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}

@@ -1,0 +1,139 @@
+//! weir's own answers: every way the proxy can refuse or fail a request,
+//! turned into a response, a log line and an access-log line in one place
+//! ([`ProxyError::answer`]).
+
+use http::{Response, StatusCode};
+use http_body::Body;
+
+use super::ProxyBody;
+use super::body::plain;
+use super::context::RequestCtx;
+use crate::plugin::CallError;
+
+/// Why weir answered a request itself.
+#[derive(Debug)]
+pub(crate) enum ProxyError {
+    /// No route matches the host and path (404).
+    NoRoute,
+    /// A filter failed under `on_failure = "closed"` (503).
+    FilterFailed {
+        /// The filter's plugin.
+        filter: Option<std::sync::Arc<str>>,
+        /// The filter was not even called: its quarantine was logged once.
+        quarantined: bool,
+    },
+    /// No backend can take the request; says why (503).
+    NoBackend(&'static str),
+    /// The balancer plugin failed and the upstream's policy is `fail` (503).
+    BalancerFailed(CallError),
+    /// The request's target cannot be sent to a backend (400).
+    BadTarget(http::Error),
+    /// The backend could not be reached or did not answer, on every attempt
+    /// made (502, 504). Each attempt was logged when it failed.
+    Backend {
+        /// What to answer.
+        status: StatusCode,
+        /// The client-facing reason.
+        why: &'static str,
+    },
+}
+
+impl ProxyError {
+    /// The status weir answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::FilterFailed { .. }
+            | ProxyError::NoBackend(_)
+            | ProxyError::BalancerFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Backend { status, .. } => *status,
+        }
+    }
+
+    /// Logs why, and answers: the response and its access-log line.
+    pub(crate) fn answer(self, ctx: &mut RequestCtx) -> Response<ProxyBody> {
+        self.log(ctx);
+        let status = self.status();
+        let response = match &self {
+            ProxyError::NoRoute => plain(status, "no route matches this request"),
+            ProxyError::FilterFailed { .. } => plain(status, "a request filter failed"),
+            ProxyError::NoBackend(why) | ProxyError::Backend { why, .. } => plain(status, why),
+            ProxyError::BalancerFailed(_) => plain(status, "the balancer plugin failed"),
+            ProxyError::BadTarget(error) => plain(status, &format!("bad request target: {error}")),
+        };
+        if let Some(mut log) = ctx.log.take() {
+            log.status = status.as_u16();
+            log.finish(response.body().size_hint().exact().unwrap_or(0));
+        }
+        response
+    }
+
+    /// The operator's log line. A quarantine was logged once when it began,
+    /// so the refusals it causes are only debug lines.
+    fn log(&self, ctx: &RequestCtx) {
+        let route = ctx.route.as_ref().map(|r| r.name.as_str());
+        let upstream = ctx.upstream.as_ref().map(|u| u.name());
+        match self {
+            ProxyError::NoRoute => {
+                tracing::debug!(host = ctx.host, "no route");
+            }
+            ProxyError::FilterFailed {
+                filter,
+                quarantined,
+            } => {
+                let filter = filter.as_deref().unwrap_or("?");
+                if *quarantined {
+                    tracing::debug!(route, filter, "503: filter quarantined");
+                } else {
+                    tracing::warn!(
+                        route,
+                        filter,
+                        "503: filter failed and its on_failure is \"closed\""
+                    );
+                }
+            }
+            ProxyError::NoBackend(reason) => tracing::warn!(upstream, "503: {reason}"),
+            ProxyError::BalancerFailed(error) => {
+                if matches!(error, CallError::Quarantined(_)) {
+                    tracing::debug!(upstream, "503: {error}");
+                } else {
+                    tracing::warn!(
+                        upstream,
+                        "503: balancer plugin failed and on_failure = \"fail\": {error}"
+                    );
+                }
+            }
+            ProxyError::BadTarget(error) => {
+                tracing::debug!(upstream, "400: bad request target: {error}");
+            }
+            ProxyError::Backend { status, why } => {
+                tracing::debug!(upstream, "{}: {why}", status.as_u16());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_has_its_status() {
+        assert_eq!(ProxyError::NoRoute.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            ProxyError::NoBackend("no healthy backend").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let bad = http::Uri::builder().authority("a b").build().unwrap_err();
+        assert_eq!(ProxyError::BadTarget(bad).status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            ProxyError::Backend {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                why: "x"
+            }
+            .status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! The forward phase: one attempt at one backend, timed, counted in
+//! flight, and recorded for metrics, latency and outlier detection.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::upstream::{Backend, InFlight, Upstream, UpstreamBody};
+
+/// A failed attempt: what to answer, and whether another backend may be
+/// tried.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) status: StatusCode,
+    pub(crate) why: &'static str,
+    /// The request never produced an answer and may be sent again (a
+    /// response timeout is not retried: the backend may still be working).
+    pub(crate) retryable: bool,
+}
+
+/// Sends `request` to `backend`, counting it in flight (the returned guard
+/// keeps counting until the response body ends). Each failure is logged
+/// here, once per attempt, with the backend and the whole error chain.
+pub(crate) async fn forward(
+    upstream: &Upstream,
+    backend: &Arc<Backend>,
+    request: Request<UpstreamBody>,
+) -> Result<(Response<Incoming>, InFlight), Failure> {
+    let in_flight = backend.stats.start();
+    let started = Instant::now();
+    let sent = upstream.client().request(request);
+    match tokio::time::timeout(upstream.request_timeout(), sent).await {
+        Ok(Ok(response)) => {
+            let status = response.status().as_u16();
+            backend.stats.record_response(status, started.elapsed());
+            if status >= 500 {
+                upstream.observe(backend, Some(&|| format!("status {status}")));
+            } else {
+                upstream.observe(backend, None);
+            }
+            Ok((response, in_flight))
+        }
+        Ok(Err(error)) => {
+            backend.stats.record_failure();
+            let (status, why) = classify(&error);
+            let chain = error_chain(&error);
+            upstream.observe(backend, Some(&|| format!("{why}: {chain}")));
+            tracing::warn!(
+                upstream = upstream.name(),
+                backend = backend.name,
+                addr = %backend.addr,
+                "{}: {why}: {chain}",
+                status.as_u16(),
+            );
+            Err(Failure {
+                status,
+                why,
+                retryable: true,
+            })
+        }
+        Err(_) => {
+            backend.stats.record_failure();
+            upstream.observe(backend, Some(&|| "no response in time".to_string()));
+            tracing::warn!(
+                upstream = upstream.name(),
+                backend = backend.name,
+                addr = %backend.addr,
+                timeout = ?upstream.request_timeout(),
+                "504: backend did not answer in time"
+            );
+            Err(Failure {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                why: "the backend did not answer in time",
+                retryable: false,
+            })
+        }
+    }
+}
+
+/// Status and client-facing reason for a failed backend request.
+fn classify(error: &hyper_util::client::legacy::Error) -> (StatusCode, &'static str) {
+    let timed_out = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    });
+    if timed_out {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            "connecting to the backend timed out",
+        )
+    } else if error.is_connect() {
+        (StatusCode::BAD_GATEWAY, "could not connect to the backend")
+    } else {
+        (StatusCode::BAD_GATEWAY, "the backend connection failed")
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
