@@ -114,9 +114,7 @@ fn check_points_a_bad_value_at_its_own_line_and_column() {
             plugins_extra,
         );
         let (line, column) = value_position(&text, key);
-        let (_dir, path, out) = check(&text);
-        assert!(!out.status.success());
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (_dir, path, stderr) = check_refuses(text.as_bytes());
         let expected = format!("{}:{line}:{column}: {reason}", path.display());
         assert!(
             stderr.contains(&expected),
@@ -125,20 +123,27 @@ fn check_points_a_bad_value_at_its_own_line_and_column() {
     }
 }
 
-#[test]
-fn check_reports_non_utf8_and_oversized_files_with_a_line() {
-    let text = config_text(&["127.0.0.1:9".parse().unwrap()], "", "");
-    let mut bytes = text.clone().into_bytes();
-    bytes.extend_from_slice(b"# caf\xe9\n");
+/// Runs `weir check` on a file holding `bytes`, fails the test unless it
+/// is refused, and returns the file's path and what weir said.
+fn check_refuses(bytes: &[u8]) -> (TempDir, std::path::PathBuf, String) {
     let (dir, path) = write_config("");
-    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(&path, bytes).unwrap();
     let out = weir()
         .args(["check", "--config"])
         .arg(&path)
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (dir, path, stderr)
+}
+
+#[test]
+fn check_reports_non_utf8_and_oversized_files_with_a_line() {
+    let text = config_text(&["127.0.0.1:9".parse().unwrap()], "", "");
+    let mut bytes = text.clone().into_bytes();
+    bytes.extend_from_slice(b"# caf\xe9\n");
+    let (_dir, path, stderr) = check_refuses(&bytes);
     let line = text.lines().count() + 1;
     let expected = format!("{}:{line}:6: not UTF-8 text (byte 0xe9)", path.display());
     assert!(
@@ -147,17 +152,9 @@ fn check_reports_non_utf8_and_oversized_files_with_a_line() {
     );
 
     let padding = "#".repeat(1023) + "\n";
-    std::fs::write(&path, text.clone() + &padding.repeat(5 * 1024)).unwrap();
-    let out = weir()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_dir, path, stderr) = check_refuses((text + &padding.repeat(5 * 1024)).as_bytes());
     assert!(stderr.contains("the file is larger than 4 MiB"), "{stderr}");
     assert!(stderr.contains(&format!("{}:", path.display())), "{stderr}");
-    drop(dir);
 }
 
 #[test]
