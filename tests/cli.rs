@@ -78,6 +78,85 @@ fn check_reports_a_bad_config_with_file_and_line() {
     );
 }
 
+/// The line and column of the value on the first line of `text` that
+/// starts with `key`.
+fn value_position(text: &str, key: &str) -> (usize, usize) {
+    let index = text.lines().position(|l| l.starts_with(key)).unwrap();
+    let column = text.lines().nth(index).unwrap().find("= ").unwrap() + 3;
+    (index + 1, column)
+}
+
+#[test]
+fn check_points_a_bad_value_at_its_own_line_and_column() {
+    for (upstream_extra, plugins_extra, key, reason) in [
+        (
+            "retry.retries = 11\n",
+            "",
+            "retry.retries",
+            "upstream web: retry.retries must be within 0..=10",
+        ),
+        (
+            "",
+            "quarantine_ms = 0\n",
+            "quarantine_ms",
+            "plugins.quarantine_ms must be within 1..=",
+        ),
+        (
+            "connect_timeout_ms = 0\n",
+            "",
+            "connect_timeout_ms",
+            "upstream web: connect_timeout_ms must be at least 1",
+        ),
+    ] {
+        let text = config_text(
+            &["127.0.0.1:9".parse().unwrap()],
+            upstream_extra,
+            plugins_extra,
+        );
+        let (line, column) = value_position(&text, key);
+        let (_dir, path, stderr) = check_refuses(text.as_bytes());
+        let expected = format!("{}:{line}:{column}: {reason}", path.display());
+        assert!(
+            stderr.contains(&expected),
+            "expected {expected} in: {stderr}"
+        );
+    }
+}
+
+/// Runs `weir check` on a file holding `bytes`, fails the test unless it
+/// is refused, and returns the file's path and what weir said.
+fn check_refuses(bytes: &[u8]) -> (TempDir, std::path::PathBuf, String) {
+    let (dir, path) = write_config("");
+    std::fs::write(&path, bytes).unwrap();
+    let out = weir()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (dir, path, stderr)
+}
+
+#[test]
+fn check_reports_non_utf8_and_oversized_files_with_a_line() {
+    let text = config_text(&["127.0.0.1:9".parse().unwrap()], "", "");
+    let mut bytes = text.clone().into_bytes();
+    bytes.extend_from_slice(b"# caf\xe9\n");
+    let (_dir, path, stderr) = check_refuses(&bytes);
+    let line = text.lines().count() + 1;
+    let expected = format!("{}:{line}:6: not UTF-8 text (byte 0xe9)", path.display());
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected} in: {stderr}"
+    );
+
+    let padding = "#".repeat(1023) + "\n";
+    let (_dir, path, stderr) = check_refuses((text + &padding.repeat(5 * 1024)).as_bytes());
+    assert!(stderr.contains("the file is larger than 4 MiB"), "{stderr}");
+    assert!(stderr.contains(&format!("{}:", path.display())), "{stderr}");
+}
+
 #[test]
 fn check_reports_a_plugin_that_fails_with_the_line_naming_it() {
     let text = config_text(
