@@ -35,7 +35,7 @@ pub use backend::{BackendConfig, BalancerConfig, FailurePolicy};
 pub use health::{HealthCheckConfig, HealthCheckKind};
 pub use listener::{AdminConfig, ListenerConfig};
 pub use load::{ConfigError, MAX_CONFIG_BYTES};
-pub use plugins::PluginsConfig;
+pub use plugins::{DEFAULT_LINES_PER_SECOND, MAX_LINES_PER_SECOND, PluginsConfig};
 pub use route::{FilterConfig, FilterFailure, RouteConfig};
 pub use upstream::{OutlierConfig, RetryConfig, UpstreamConfig};
 

@@ -8,6 +8,13 @@ use serde::Deserialize;
 use super::validate::{Checker, Place};
 use super::{ConfigError, MAX_PERIOD_MS, MAX_TIMEOUT_MS};
 
+/// Plugin log lines each plugin may write per second, by default
+/// (`plugins.log_lines_per_second`).
+pub const DEFAULT_LINES_PER_SECOND: u32 = 100;
+
+/// The highest `plugins.log_lines_per_second` the config accepts.
+pub const MAX_LINES_PER_SECOND: u32 = 100_000;
+
 /// Plugin directory and the sandbox every plugin call runs in.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,9 +52,9 @@ pub struct PluginsConfig {
     /// quarantine the pool; 0: never.
     pub slow_call_percent: u32,
     /// Log lines each plugin may write per second, all its instances
-    /// together, with a burst of [`crate::plugin::BURST_SECONDS`] seconds'
+    /// together, with a burst of two seconds'
     /// worth; lines over it are dropped and counted. Within
-    /// 1..=[`crate::plugin::MAX_LINES_PER_SECOND`].
+    /// 1..=[`MAX_LINES_PER_SECOND`].
     pub log_lines_per_second: u32,
 }
 
@@ -67,7 +74,7 @@ impl Default for PluginsConfig {
             quarantine_max_ms: 60_000,
             cpu_budget_percent: 50,
             slow_call_percent: 50,
-            log_lines_per_second: crate::plugin::DEFAULT_LINES_PER_SECOND,
+            log_lines_per_second: DEFAULT_LINES_PER_SECOND,
         }
     }
 }
@@ -99,7 +106,7 @@ impl Checker<'_> {
             ),
             (
                 u64::from(plugins.log_lines_per_second),
-                1..=u64::from(crate::plugin::MAX_LINES_PER_SECOND),
+                1..=u64::from(MAX_LINES_PER_SECOND),
                 "log_lines_per_second",
             ),
         ];
@@ -118,11 +125,12 @@ impl Checker<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{GOOD, assert_refused_at, good_with, parse, position_of};
+    use super::MAX_LINES_PER_SECOND;
 
     #[test]
     fn plugin_log_rate_is_bounded() {
         assert_eq!(parse(GOOD).unwrap().plugins.log_lines_per_second, 100);
-        for rate in [0, crate::plugin::MAX_LINES_PER_SECOND + 1] {
+        for rate in [0, MAX_LINES_PER_SECOND + 1] {
             let text = format!("{GOOD}\n[plugins]\nlog_lines_per_second = {rate}\n");
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.contains("log_lines_per_second must be within"), "{err}");
@@ -177,7 +185,7 @@ mod tests {
     /// Each `[plugins]` bound names its key, the rule, and the value's line.
     #[test]
     fn each_plugin_bound_points_at_its_value() {
-        let max_rate = crate::plugin::MAX_LINES_PER_SECOND;
+        let max_rate = MAX_LINES_PER_SECOND;
         let rate = format!("log_lines_per_second = {}", max_rate + 1);
         for (line, rule) in [
             ("timeout_ms = 0", "plugins.timeout_ms must be at least 1"),

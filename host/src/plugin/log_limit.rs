@@ -22,19 +22,14 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub use crate::config::{DEFAULT_LINES_PER_SECOND, MAX_LINES_PER_SECOND};
+
 /// The longest plugin log message kept, in bytes (of the escaped text).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
-
-/// Plugin log lines each plugin may write per second, by default
-/// (`plugins.log_lines_per_second`).
-pub const DEFAULT_LINES_PER_SECOND: u32 = 100;
 
 /// The burst a plugin may write at once, in seconds of its rate: a plugin
 /// that has been quiet may write this many seconds' worth of lines at once.
 pub const BURST_SECONDS: u32 = 2;
-
-/// The highest `plugins.log_lines_per_second` the config accepts.
-pub const MAX_LINES_PER_SECOND: u32 = 100_000;
 
 /// Most often weir logs that a plugin's lines are being dropped.
 pub const REPORT_EVERY: Duration = Duration::from_secs(5);
