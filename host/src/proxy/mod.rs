@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 pub use body::{ProxyBody, full, text};
 
 use crate::access_log::AccessLog;
-use crate::plugin::{CallError, RequestView};
+use crate::plugin::RequestView;
 use crate::snapshot::Snapshot;
 use crate::upstream::{Backend, BackendId, Choice, Upstream, UpstreamBody};
 use body::{TrackedBody, plain};
@@ -160,7 +160,7 @@ pub async fn handle(
             }
             Choice::PluginFailed(error) => {
                 // A quarantine was logged once when it began.
-                if matches!(error, CallError::Quarantined(_)) {
+                if error.is_quarantined() {
                     tracing::debug!(upstream = upstream.name(), "503: {error}");
                 } else {
                     tracing::warn!(
