@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 // tokio's clock for health timing: it follows paused time in tests.
 use tokio::time::Instant;
 
-use super::{AdminError, Backend, BackendSet, BackendSpec, Health, Upstream};
+use super::{AdminError, Backend, BackendSet, BackendSpec, Health, LOG_TARGET, Upstream};
 use crate::config::UpstreamConfig;
 
 impl Upstream {
@@ -72,10 +72,10 @@ impl Upstream {
             if health != member.health {
                 match &reason {
                     Some(why) => {
-                        tracing::warn!(upstream = %self.name, backend = member.name, addr = %member.addr, "backend {}: {why}", health.as_str())
+                        tracing::warn!(target: LOG_TARGET, upstream = %self.name, backend = member.name, addr = %member.addr, "backend {}: {why}", health.as_str())
                     }
                     None => {
-                        tracing::info!(upstream = %self.name, backend = member.name, addr = %member.addr, "backend {}", health.as_str())
+                        tracing::info!(target: LOG_TARGET, upstream = %self.name, backend = member.name, addr = %member.addr, "backend {}", health.as_str())
                     }
                 }
             }

@@ -50,6 +50,10 @@ pub use stats::UpstreamStats;
 
 use crate::config::{BackendConfig, OutlierConfig, RetryConfig, UpstreamConfig};
 
+/// The target of the upstream's health and ejection log lines, kept from
+/// before the module was split (operators filter and match on it).
+const LOG_TARGET: &str = "weir::upstream";
+
 /// Body type of requests weir sends to backends.
 pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 

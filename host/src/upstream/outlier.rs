@@ -8,7 +8,7 @@ use std::time::Duration;
 // tokio's clock for health timing: it follows paused time in tests.
 use tokio::time::Instant;
 
-use super::{Backend, Upstream};
+use super::{Backend, LOG_TARGET, Upstream};
 
 impl Upstream {
     /// Records the outcome of one request to `backend` for outlier
@@ -33,6 +33,7 @@ impl Upstream {
         if (ejected + 1) * 100 > outlier.max_ejection_percent as usize * set.len() {
             if in_a_row == outlier.consecutive_failures {
                 tracing::warn!(
+                    target: LOG_TARGET,
                     upstream = %self.name,
                     backend = backend.name,
                     ejected,
@@ -50,6 +51,7 @@ impl Upstream {
             now,
         );
         tracing::warn!(
+            target: LOG_TARGET,
             upstream = %self.name,
             backend = backend.name,
             addr = %backend.addr,
