@@ -38,9 +38,12 @@ use std::time::Duration;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
-use weir::plugin::{FilterDecision, PluginLimits, PluginRuntime, RequestView};
+use weir::backend::BackendSet;
+use weir::plugin::{FilterDecision, PluginLimits, PluginRuntime};
+use weir::policy::ChosenBy;
 use weir::snapshot::Snapshot;
-use weir::upstream::{BackendSet, Choice, ChosenBy, Upstream};
+use weir::upstream::{Choice, Upstream};
+use weir::view::RequestView;
 
 /// Backend counts every benchmark is run with.
 const SIZES: [usize; 3] = [3, 100, 10_000];

@@ -25,12 +25,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::access_log::AccessLog;
+use crate::backend::Backend;
 use crate::metrics::{self, ProcessCounters};
 use crate::plugin::{Calls, LoadedPlugin};
 use crate::proxy::{ProxyBody, text};
 use crate::reload::{ReloadKind, Reloader};
 use crate::snapshot::Snapshot;
-use crate::upstream::{AdminError, Backend, NewBackend, Upstream};
+use crate::upstream::{AdminError, NewBackend, Upstream};
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;

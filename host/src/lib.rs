@@ -12,20 +12,24 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod backend;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod error_chain;
 pub mod framing;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod upstream;
+pub mod view;
 
 pub use config::{Config, ConfigError};
 pub use server::{Server, StartError};

@@ -7,8 +7,8 @@ mod plugins;
 
 use std::fmt::Write;
 
+use crate::backend::Health;
 use crate::snapshot::Snapshot;
-use crate::upstream::Health;
 
 /// Process-wide counters that do not live in the snapshot.
 #[derive(Debug, Default, Clone)]

@@ -1,10 +1,8 @@
 //! The host side of a plugin's imports: the request view, logging and live
 //! load, and the per-store state they read.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Uri};
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -14,44 +12,16 @@ use super::bindings::{load, log, metrics, response_headers, shared, types};
 use super::journal::CallJournal;
 use super::log_limit::bound_message;
 use super::refusals::Ignored;
-use crate::upstream::BackendSet;
+use crate::backend::BackendSet;
+pub use crate::view::RequestView;
 
 /// The type behind the guest's `request` resource. The host only ever lends
 /// one request at a time to a store, so the handle carries no data: it
 /// stands for [`HostState::request`].
 pub struct RequestHandle;
 
-/// The parts of the request a plugin may read, moved into the store for the
-/// duration of one call (moved, not copied) and moved back after.
-pub struct RequestView {
-    /// The request method.
-    pub method: Method,
-    /// The request target (with authority for HTTP/2 clients).
-    pub uri: Uri,
-    /// The request headers.
-    pub headers: HeaderMap,
-    /// The client's address.
-    pub client: SocketAddr,
-    /// Headers the balancer asked to add to the response (`response-headers`).
-    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
-}
-
 /// Most response headers one `select` may add.
 const MAX_RESPONSE_HEADERS: usize = 8;
-
-impl RequestView {
-    /// An empty view from the same client, left in the caller's hands while
-    /// the real one is lent to a store. Allocates nothing.
-    pub fn placeholder(&self) -> RequestView {
-        RequestView {
-            method: Method::GET,
-            uri: Uri::default(),
-            headers: HeaderMap::new(),
-            client: self.client,
-            response_headers: Vec::new(),
-        }
-    }
-}
 
 /// Everything one plugin instance's store holds.
 pub(crate) struct HostState {

@@ -11,7 +11,7 @@ use super::call::{CallError, Calls, classify, describe};
 use super::guard::contain;
 use super::host::{HostState, RequestView};
 use super::{Kind, LoadedPlugin, PluginError};
-use crate::upstream::{Backend, BackendSet, Health};
+use crate::backend::{Backend, BackendSet, Health};
 
 /// One live instance and what it has been told.
 struct Instance {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Request, Uri, Version};
+use http::{HeaderName, HeaderValue, Request, Uri};
 
 use super::context::RequestCtx;
 use super::error::ProxyError;
@@ -61,18 +61,19 @@ pub(crate) fn prepare(
     body: UpstreamBody,
     backend: &Backend,
 ) -> Result<Request<UpstreamBody>, ProxyError> {
+    let client = ctx.upstream().client();
     let path_and_query = parts
         .uri
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     parts.uri = Uri::builder()
-        .scheme(http::uri::Scheme::HTTP)
+        .scheme(client.scheme())
         .authority(backend.authority.clone())
         .path_and_query(path_and_query)
         .build()
         .map_err(ProxyError::BadTarget)?;
-    parts.version = Version::HTTP_11;
+    parts.version = client.version();
     headers::remove_hop_by_hop(&mut parts.headers);
     let host = ctx.host.as_deref();
     if let Some(host) = host

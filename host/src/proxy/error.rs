@@ -8,7 +8,7 @@ use http_body::Body;
 use super::ProxyBody;
 use super::body::plain;
 use super::context::RequestCtx;
-use crate::plugin::CallError;
+use crate::policy::PolicyError;
 
 /// Why weir answered a request itself.
 #[derive(Debug)]
@@ -25,7 +25,7 @@ pub(crate) enum ProxyError {
     /// No backend can take the request; says why (503).
     NoBackend(&'static str),
     /// The balancer plugin failed and the upstream's policy is `fail` (503).
-    BalancerFailed(CallError),
+    BalancerFailed(PolicyError),
     /// The request's target cannot be sent to a backend (400).
     BadTarget(http::Error),
     /// The backend could not be reached or did not answer, on every attempt
@@ -95,7 +95,7 @@ impl ProxyError {
             }
             ProxyError::NoBackend(reason) => tracing::warn!(upstream, "503: {reason}"),
             ProxyError::BalancerFailed(error) => {
-                if matches!(error, CallError::Quarantined(_)) {
+                if error.is_quarantined() {
                     tracing::debug!(upstream, "503: {error}");
                 } else {
                     tracing::warn!(

@@ -7,6 +7,7 @@ use std::time::Instant;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::error_chain::error_chain;
 use crate::upstream::{Backend, InFlight, Upstream, UpstreamBody};
 
 /// A failed attempt: what to answer, and whether another backend may be
@@ -30,7 +31,7 @@ pub(crate) async fn forward(
 ) -> Result<(Response<Incoming>, InFlight), Failure> {
     let in_flight = backend.stats.start();
     let started = Instant::now();
-    let sent = upstream.client().request(request);
+    let sent = upstream.client().send(request);
     match tokio::time::timeout(upstream.request_timeout(), sent).await {
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
@@ -44,14 +45,15 @@ pub(crate) async fn forward(
         }
         Ok(Err(error)) => {
             backend.stats.record_failure();
-            let (status, why) = classify(&error);
+            let (status, why) = (error.status(), error.reason());
+            // The reason, then the hyper and io errors under it.
             let chain = error_chain(&error);
-            upstream.observe(backend, Some(&|| format!("{why}: {chain}")));
+            upstream.observe(backend, Some(&|| chain.clone()));
             tracing::warn!(
                 upstream = upstream.name(),
                 backend = backend.name,
                 addr = %backend.addr,
-                "{}: {why}: {chain}",
+                "{}: {chain}",
                 status.as_u16(),
             );
             Err(Failure {
@@ -77,36 +79,4 @@ pub(crate) async fn forward(
             })
         }
     }
-}
-
-/// Status and client-facing reason for a failed backend request.
-fn classify(error: &hyper_util::client::legacy::Error) -> (StatusCode, &'static str) {
-    let timed_out = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
-        e.source()
-    })
-    .any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-    });
-    if timed_out {
-        (
-            StatusCode::GATEWAY_TIMEOUT,
-            "connecting to the backend timed out",
-        )
-    } else if error.is_connect() {
-        (StatusCode::BAD_GATEWAY, "could not connect to the backend")
-    } else {
-        (StatusCode::BAD_GATEWAY, "the backend connection failed")
-    }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

@@ -128,21 +128,7 @@ mod tests {
     use http::StatusCode;
 
     use super::*;
-    use crate::config::Config;
-
-    /// An upstream `web` of `n` backends with `extra` upstream keys.
-    fn upstream(n: usize, extra: &str) -> Upstream {
-        let mut text =
-            format!("[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.web]\n{extra}\n");
-        for i in 1..=n {
-            text.push_str(&format!(
-                "[[upstreams.web.backends]]\naddress = \"127.0.0.1:{}\"\n",
-                9000 + i
-            ));
-        }
-        let config = Config::parse(std::path::Path::new("t.toml"), &text).unwrap();
-        Upstream::new("web", &config.upstreams["web"], None)
-    }
+    use crate::upstream::testing::upstream;
 
     fn head(method: Method) -> Parts {
         let mut parts = http::Request::new(()).into_parts().0;

@@ -24,8 +24,33 @@ pub enum AdminError {
         backend: String,
     },
     /// The change is invalid (duplicate name, bad address, weight).
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidChange),
+}
+
+/// Why an admin change is invalid.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidChange {
+    /// The address does not parse as `ip:port`.
+    #[error("address {address:?} is not ip:port")]
+    Address {
+        /// The address given.
+        address: String,
+        /// Why it does not parse.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// The upstream already has a backend of that name.
+    #[error("upstream {upstream} already has a backend {backend:?}")]
+    Duplicate {
+        /// The upstream.
+        upstream: String,
+        /// The name asked for.
+        backend: String,
+    },
+    /// The weight is out of range.
+    #[error("weight {0} is not within 0..=65535")]
+    Weight(u32),
 }
 
 /// A backend to add, as the admin API takes it (JSON).
@@ -53,17 +78,22 @@ fn one() -> u32 {
 impl Upstream {
     /// Adds a backend; it takes traffic at once (subject to health checks).
     pub fn add_backend(&self, new: NewBackend) -> Result<(), AdminError> {
-        let addr: SocketAddr = new.address.parse().map_err(|_| {
-            AdminError::Invalid(format!("address {:?} is not ip:port", new.address))
-        })?;
+        let addr: SocketAddr = new
+            .address
+            .parse()
+            .map_err(|source| InvalidChange::Address {
+                address: new.address.clone(),
+                source,
+            })?;
         check_weight(new.weight)?;
         let name = new.name.unwrap_or_else(|| new.address.clone());
         self.admin_edit(&name, "added", |members| {
             if members.iter().any(|b| b.name == name) {
-                return Err(AdminError::Invalid(format!(
-                    "upstream {} already has a backend {name:?}",
-                    self.name
-                )));
+                return Err(InvalidChange::Duplicate {
+                    upstream: self.name.to_string(),
+                    backend: name.clone(),
+                }
+                .into());
             }
             let id = members.iter().map(|b| b.id + 1).max().unwrap_or(0);
             let spec = BackendSpec {
@@ -142,9 +172,72 @@ impl Upstream {
 
 fn check_weight(weight: u32) -> Result<(), AdminError> {
     if weight > u32::from(u16::MAX) {
-        return Err(AdminError::Invalid(format!(
-            "weight {weight} is not within 0..=65535"
-        )));
+        return Err(InvalidChange::Weight(weight).into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::Health;
+    use crate::upstream::testing::{backend, upstream};
+
+    #[tokio::test(start_paused = true)]
+    async fn admin_changes_build_new_sets() {
+        let web = upstream(2, "");
+        let generation = web.backends().generation();
+        web.add_backend(
+            serde_json::from_str(r#"{"name": "b3", "address": "127.0.0.1:9003"}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(backend(&web, "b3").id, 2);
+        web.set_draining("b1", true).unwrap();
+        assert_eq!(backend(&web, "b1").health, Health::Draining);
+        web.set_weight("b2", 7).unwrap();
+        assert_eq!(
+            (backend(&web, "b2").weight, backend(&web, "b2").base_weight),
+            (7, 7)
+        );
+        web.remove_backend("b3").unwrap();
+        let names: Vec<_> = web.backends().iter().map(|b| b.name.clone()).collect();
+        assert_eq!(names, ["b1", "b2"]);
+        assert!(web.backends().generation() > generation);
+        assert_eq!(
+            web.remove_backend("b3"),
+            Err(AdminError::NoSuchBackend {
+                upstream: "web".into(),
+                backend: "b3".into()
+            })
+        );
+        assert!(matches!(
+            web.set_weight("b1", 70_000),
+            Err(AdminError::Invalid(_))
+        ));
+        web.set_draining("b1", false).unwrap();
+        assert_eq!(web.backends().eligible().len(), 2);
+    }
+
+    #[test]
+    fn invalid_changes_say_why_with_their_source() {
+        let web = upstream(1, "");
+        let bad = web
+            .add_backend(serde_json::from_str(r#"{"address": "nowhere"}"#).unwrap())
+            .unwrap_err();
+        assert_eq!(bad.to_string(), "address \"nowhere\" is not ip:port");
+        assert!(std::error::Error::source(&bad).is_some());
+        let twice = web
+            .add_backend(
+                serde_json::from_str(r#"{"name": "b1", "address": "127.0.0.1:1"}"#).unwrap(),
+            )
+            .unwrap_err();
+        assert_eq!(
+            twice.to_string(),
+            "upstream web already has a backend \"b1\""
+        );
+        assert_eq!(
+            web.set_weight("b1", 65_536),
+            Err(AdminError::Invalid(InvalidChange::Weight(65_536)))
+        );
+    }
 }

@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::Upstream;
+use crate::backend::CheckError;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 
 /// Most of a response body an HTTP check reads for `body_contains`.
@@ -56,24 +57,24 @@ impl Probe {
     }
 
     /// Checks the backend at `addr` once; the error says what failed.
-    pub async fn check(&self, addr: SocketAddr) -> Result<(), String> {
+    pub async fn check(&self, addr: SocketAddr) -> Result<(), CheckError> {
         match tokio::time::timeout(self.timeout, self.attempt(addr)).await {
             Ok(result) => result,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            Err(_) => Err(CheckError::NoAnswer(self.timeout)),
         }
     }
 
-    async fn attempt(&self, addr: SocketAddr) -> Result<(), String> {
+    async fn attempt(&self, addr: SocketAddr) -> Result<(), CheckError> {
         let stream = TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(CheckError::Connect)?;
         if self.kind == HealthCheckKind::Tcp {
             return Ok(());
         }
         let _ = stream.set_nodelay(true);
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| format!("handshake: {e}"))?;
+            .map_err(CheckError::Handshake)?;
         let connection = tokio::spawn(connection);
         let host = self.host.clone().unwrap_or_else(|| addr.to_string());
         let request = Request::builder()
@@ -83,19 +84,19 @@ impl Probe {
             .header(header::USER_AGENT, "weir-health-check")
             .header(header::CONNECTION, "close")
             .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("building the request: {e}"))?;
+            .map_err(CheckError::Request)?;
         let result = async {
             let response = sender
                 .send_request(request)
                 .await
-                .map_err(|e| format!("request: {e}"))?;
+                .map_err(CheckError::Send)?;
             let status = response.status().as_u16();
             if !self
                 .statuses
                 .iter()
                 .any(|&(low, high)| (low..=high).contains(&status))
             {
-                return Err(format!("status {status}"));
+                return Err(CheckError::Status(status));
             }
             let Some(needle) = &self.body_contains else {
                 return Ok(());
@@ -108,7 +109,7 @@ impl Probe {
             if String::from_utf8_lossy(&body).contains(needle.as_str()) {
                 Ok(())
             } else {
-                Err(format!("body does not contain {needle:?}"))
+                Err(CheckError::BodyMismatch(needle.clone()))
             }
         }
         .await;
@@ -150,7 +151,7 @@ pub async fn run(upstream: Weak<Upstream>, probe: Arc<Probe>) {
         let mut changed = false;
         while let Some(Ok((backend, result))) = probes.join_next().await {
             if let Err(why) = &result {
-                tracing::debug!(upstream = %name, backend = backend.name, "health check failed: {why}");
+                tracing::debug!(upstream = %name, backend = backend.name, "health check failed: {}", why.describe());
             }
             // The change itself is logged, with the reason, when the
             // upstream's set is rebuilt.

@@ -1,10 +1,13 @@
-//! weir's native round robin: used for upstreams without a plugin, and for
-//! any request whose plugin call failed.
+//! weir's native round robin: the policy of upstreams without a plugin, and
+//! weir's own pick for any request whose plugin call failed or whose
+//! plugin's answers could not be taken.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::backend::{Backend, BackendSet};
+use crate::backend::{Backend, BackendSet};
+use crate::policy::{ChosenBy, Pick, Policy, Selection};
+use crate::view::RequestView;
 
 /// Lock-free round robin over the eligible backends of a set.
 #[derive(Debug, Default)]
@@ -33,11 +36,31 @@ impl RoundRobin {
     }
 }
 
+/// The policy of an upstream without a plugin: it honours `usable`, so it
+/// is asked once per request.
+impl Policy for RoundRobin {
+    fn select(
+        &self,
+        set: &Arc<BackendSet>,
+        _: &mut RequestView,
+        usable: &dyn Fn(&Backend) -> bool,
+    ) -> Selection {
+        Selection::native(match self.select_where(set, usable) {
+            Some(backend) => Pick::Backend(backend),
+            None => Pick::NoneUsable,
+        })
+    }
+
+    fn chosen_by(&self) -> ChosenBy {
+        ChosenBy::RoundRobin
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::Health;
-    use crate::upstream::backend::tests::backend;
+    use crate::backend::Health;
+    use crate::backend::tests::backend;
 
     #[test]
     fn cycles_over_eligible_backends_only() {

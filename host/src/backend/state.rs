@@ -3,7 +3,8 @@
 //!
 //! [`BackendState`] is shared by every backend set (and every reload) a
 //! backend appears in, like its stats. The health a policy sees is computed
-//! from it into an immutable [`super::BackendSet`] by `Upstream::refresh`.
+//! from it into an immutable [`super::BackendSet`] by the upstream that
+//! holds the backend.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -12,7 +13,7 @@ use std::time::Duration;
 // tokio's clock: it follows paused time in tests.
 use tokio::time::Instant;
 
-use super::Health;
+use super::{CheckError, Health};
 
 /// The health inputs of one backend.
 #[derive(Debug, Default)]
@@ -45,12 +46,12 @@ struct Inner {
 }
 
 /// A change of a backend's health-check verdict.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum CheckTransition {
     /// It passed `rise` checks in a row and is up again.
     Up,
-    /// It failed `fall` checks in a row; the last failure's reason.
-    Down(String),
+    /// It failed `fall` checks in a row; the last failure.
+    Down(CheckError),
 }
 
 impl BackendState {
@@ -113,7 +114,7 @@ impl BackendState {
     /// with `rise` passes or `fall` failures in a row.
     pub fn record_check(
         &self,
-        result: Result<(), String>,
+        result: Result<(), CheckError>,
         rise: u32,
         fall: u32,
         now: Instant,
@@ -135,7 +136,8 @@ impl BackendState {
                 if !inner.check_down && -inner.check_streak >= fall as i64 {
                     inner.check_down = true;
                     inner.down_reason = Some(format!(
-                        "health check failed {fall} times in a row, last: {why}"
+                        "health check failed {fall} times in a row, last: {}",
+                        why.describe()
                     ));
                     return Some(CheckTransition::Down(why));
                 }
@@ -214,24 +216,24 @@ mod tests {
     fn checks_take_fall_failures_to_go_down_and_rise_passes_to_come_back() {
         let state = BackendState::default();
         let now = Instant::now();
-        let fail = || Err("status 500".to_string());
-        assert_eq!(state.record_check(fail(), 2, 3, now), None);
-        assert_eq!(state.record_check(fail(), 2, 3, now), None);
+        let fail = || Err(CheckError::Status(500));
+        assert!(state.record_check(fail(), 2, 3, now).is_none());
+        assert!(state.record_check(fail(), 2, 3, now).is_none());
         // A pass in between starts the count again.
-        assert_eq!(state.record_check(Ok(()), 2, 3, now), None);
-        assert_eq!(state.record_check(fail(), 2, 3, now), None);
-        assert_eq!(state.record_check(fail(), 2, 3, now), None);
-        assert_eq!(
+        assert!(state.record_check(Ok(()), 2, 3, now).is_none());
+        assert!(state.record_check(fail(), 2, 3, now).is_none());
+        assert!(state.record_check(fail(), 2, 3, now).is_none());
+        assert!(matches!(
             state.record_check(fail(), 2, 3, now),
-            Some(CheckTransition::Down("status 500".into()))
-        );
+            Some(CheckTransition::Down(CheckError::Status(500)))
+        ));
         assert_eq!(state.health(now).0, Health::Unhealthy);
-        assert_eq!(state.record_check(fail(), 2, 3, now), None);
-        assert_eq!(state.record_check(Ok(()), 2, 3, now), None);
-        assert_eq!(
+        assert!(state.record_check(fail(), 2, 3, now).is_none());
+        assert!(state.record_check(Ok(()), 2, 3, now).is_none());
+        assert!(matches!(
             state.record_check(Ok(()), 2, 3, now),
             Some(CheckTransition::Up)
-        );
+        ));
         assert_eq!(state.health(now), (Health::Healthy, None));
         assert_eq!((state.checks_passed(), state.checks_failed()), (3, 6));
     }

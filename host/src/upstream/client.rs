@@ -1,0 +1,289 @@
+//! The client an upstream reaches its backends with: a keep-alive pool over
+//! a connector, built from the upstream's protocol settings. Today plain
+//! HTTP/1.1 over TCP; TLS origination and HTTP/2 are further
+//! [`Protocol`]s and connectors behind the same interface.
+
+use std::time::Duration;
+
+use http::uri::Scheme;
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::UpstreamBody;
+use crate::config::UpstreamConfig;
+
+/// The protocol weir speaks to an upstream's backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 over plain TCP, with keep-alive.
+    Http1,
+}
+
+/// What the connection pool is built from; a reload keeps the pool when
+/// these are unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settings {
+    protocol: Protocol,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle_per_backend: usize,
+}
+
+impl Settings {
+    fn of(config: &UpstreamConfig) -> Settings {
+        Settings {
+            protocol: Protocol::Http1,
+            connect_timeout: config.connect_timeout(),
+            idle_timeout: config.idle_timeout(),
+            max_idle_per_backend: config.max_idle_per_backend,
+        }
+    }
+}
+
+/// The keep-alive client of one upstream. Cloning shares the pool.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    pool: Client<HttpConnector, UpstreamBody>,
+    settings: Settings,
+}
+
+impl UpstreamClient {
+    /// A client with a fresh pool for `config`'s protocol settings.
+    pub fn new(config: &UpstreamConfig) -> UpstreamClient {
+        UpstreamClient::build(Settings::of(config))
+    }
+
+    /// The client for `config` after a reload: `previous`'s, sharing its
+    /// pool, when the settings are unchanged; a new one otherwise.
+    pub fn succeed(config: &UpstreamConfig, previous: Option<&UpstreamClient>) -> UpstreamClient {
+        let settings = Settings::of(config);
+        match previous {
+            Some(previous) if previous.settings == settings => previous.clone(),
+            _ => UpstreamClient::build(settings),
+        }
+    }
+
+    fn build(settings: Settings) -> UpstreamClient {
+        let Protocol::Http1 = settings.protocol;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let pool = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_max_idle_per_host(settings.max_idle_per_backend)
+            .pool_timer(TokioTimer::new())
+            .set_host(false)
+            .build(connector);
+        UpstreamClient { pool, settings }
+    }
+
+    /// The protocol this client speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.settings.protocol
+    }
+
+    /// The scheme of request URIs sent through this client (`http` now,
+    /// `https` with TLS origination).
+    pub fn scheme(&self) -> Scheme {
+        match self.settings.protocol {
+            Protocol::Http1 => Scheme::HTTP,
+        }
+    }
+
+    /// The HTTP version of requests sent through this client.
+    pub fn version(&self) -> Version {
+        match self.settings.protocol {
+            Protocol::Http1 => Version::HTTP_11,
+        }
+    }
+
+    /// Sends `request` (its URI absolute, with [`UpstreamClient::scheme`])
+    /// and waits for the response headers.
+    pub async fn send(
+        &self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        self.pool.request(request).await.map_err(SendError::from)
+    }
+}
+
+/// Why a request could not be sent to a backend, or its response headers
+/// not read. Shows as the client-facing reason; the hyper error (and the io
+/// error under it) is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The TCP connect ran past the upstream's `connect_timeout_ms` (504).
+    #[error("connecting to the backend timed out")]
+    ConnectTimeout(#[source] hyper_util::client::legacy::Error),
+    /// The connection could not be made: refused, unreachable (502).
+    #[error("could not connect to the backend")]
+    Connect(#[source] hyper_util::client::legacy::Error),
+    /// The connection failed once made: closed, reset, a malformed
+    /// response (502).
+    #[error("the backend connection failed")]
+    Connection(#[source] hyper_util::client::legacy::Error),
+}
+
+impl From<hyper_util::client::legacy::Error> for SendError {
+    fn from(error: hyper_util::client::legacy::Error) -> SendError {
+        match Failure::of(&error, error.is_connect()) {
+            Failure::ConnectTimeout => SendError::ConnectTimeout(error),
+            Failure::Connect => SendError::Connect(error),
+            Failure::Connection => SendError::Connection(error),
+        }
+    }
+}
+
+impl SendError {
+    /// The status weir answers with: 504 for a connect timeout, 502
+    /// otherwise.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            SendError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            SendError::Connect(_) | SendError::Connection(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The client-facing text of the answer.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SendError::ConnectTimeout(_) => "connecting to the backend timed out",
+            SendError::Connect(_) => "could not connect to the backend",
+            SendError::Connection(_) => "the backend connection failed",
+        }
+    }
+}
+
+/// The kind of a failed send, from its error chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    ConnectTimeout,
+    Connect,
+    Connection,
+}
+
+impl Failure {
+    /// A timed-out io error anywhere in the chain is a connect timeout
+    /// (the connector's own timeout); else `is_connect` tells a connect
+    /// failure from a failed connection.
+    fn of(error: &(dyn std::error::Error + 'static), is_connect: bool) -> Failure {
+        let timed_out = std::iter::successors(Some(error), |e| e.source()).any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        });
+        if timed_out {
+            Failure::ConnectTimeout
+        } else if is_connect {
+            Failure::Connect
+        } else {
+            Failure::Connection
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+
+    use super::*;
+    use crate::upstream::testing::config;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connect")]
+    struct Wrapped(#[source] std::io::Error);
+
+    #[test]
+    fn a_timed_out_io_error_anywhere_in_the_chain_is_a_connect_timeout() {
+        let timed_out = Wrapped(std::io::ErrorKind::TimedOut.into());
+        assert_eq!(Failure::of(&timed_out, true), Failure::ConnectTimeout);
+        assert_eq!(Failure::of(&timed_out, false), Failure::ConnectTimeout);
+        let refused = Wrapped(std::io::ErrorKind::ConnectionRefused.into());
+        assert_eq!(Failure::of(&refused, true), Failure::Connect);
+        assert_eq!(Failure::of(&refused, false), Failure::Connection);
+    }
+
+    #[test]
+    fn the_pool_is_kept_only_when_the_settings_are_unchanged() {
+        let first = UpstreamClient::new(&config(1, ""));
+        let same = UpstreamClient::succeed(&config(1, ""), Some(&first));
+        assert_eq!(same.settings, first.settings);
+        let other = UpstreamClient::succeed(&config(1, "connect_timeout_ms = 7"), Some(&first));
+        assert_ne!(other.settings, first.settings);
+        assert_eq!(
+            (first.scheme(), first.version()),
+            (Scheme::HTTP, Version::HTTP_11)
+        );
+        assert_eq!(first.protocol(), Protocol::Http1);
+    }
+
+    fn get(addr: std::net::SocketAddr) -> Request<UpstreamBody> {
+        let body = Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed();
+        Request::get(format!("http://{addr}/")).body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_a_502_with_its_cause() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let client = UpstreamClient::new(&config(1, ""));
+        let error = client.send(get(addr)).await.unwrap_err();
+        assert!(matches!(error, SendError::Connect(_)), "{error:?}");
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(error.reason(), "could not connect to the backend");
+        let chain = crate::error_chain::error_chain(&error);
+        assert!(
+            chain.starts_with("could not connect to the backend: "),
+            "{chain}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_the_answer_is_a_502() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            // Accept, read a little, hang up without answering.
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 64];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
+        });
+        let client = UpstreamClient::new(&config(1, ""));
+        let error = client.send(get(addr)).await.unwrap_err();
+        assert!(matches!(error, SendError::Connection(_)), "{error:?}");
+        assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(error.reason(), "the backend connection failed");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connect_past_connect_timeout_is_a_504() {
+        // A listener that never accepts, its queue filled: further SYNs are
+        // dropped, so a connect hangs until the connector's timeout.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..8 {
+            let connect = tokio::net::TcpStream::connect(addr);
+            match tokio::time::timeout(Duration::from_millis(100), connect).await {
+                Ok(Ok(stream)) => queued.push(stream),
+                _ => break,
+            }
+        }
+        let client = UpstreamClient::new(&config(1, "connect_timeout_ms = 100"));
+        let error = client.send(get(addr)).await.unwrap_err();
+        assert!(matches!(error, SendError::ConnectTimeout(_)), "{error:?}");
+        assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(error.reason(), "connecting to the backend timed out");
+        drop((queued, listener));
+    }
+}
