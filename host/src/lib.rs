@@ -18,6 +18,7 @@ pub mod connection;
 pub mod demo;
 pub mod error_chain;
 pub mod framing;
+pub mod histogram;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

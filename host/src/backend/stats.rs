@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::metrics::histogram::{Histogram, REQUEST_SECONDS};
+use crate::histogram::{Histogram, REQUEST_SECONDS};
 
 /// Live load of one backend, updated by the proxy and read by plugins
 /// through the `load` import and by `/metrics`.

@@ -2,7 +2,7 @@
 //! format (version 0.0.4), rendered on request from the live counters.
 
 mod cells;
-pub mod histogram;
+pub use crate::histogram;
 mod plugins;
 
 use std::fmt::Write;

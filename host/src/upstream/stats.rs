@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::retry::RetryBudget;
 use crate::config::RetryConfig;
-use crate::metrics::histogram::{Histogram, PLUGIN_CALL_SECONDS};
+use crate::histogram::{Histogram, PLUGIN_CALL_SECONDS};
 
 /// What happened to an upstream's requests besides the backends' answers.
 #[derive(Debug)]
