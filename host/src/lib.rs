@@ -14,6 +14,7 @@ pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod error;
 pub mod framing;
 pub mod logging;
 pub mod metrics;

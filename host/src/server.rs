@@ -99,7 +99,7 @@ impl Server {
             let store = store.clone();
             tokio::task::spawn_blocking(move || Snapshot::build(config, &store))
                 .await
-                .map_err(|e| PluginError::Runtime(format!("loading plugins: {e}")))??
+                .map_err(|e| PluginError::runtime("loading plugins", e))??
         };
         snapshot.start_tasks();
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
