@@ -37,11 +37,11 @@ pub enum StartError {
     /// The plugin runtime could not be created.
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    /// The access log file could not be opened.
-    #[error("cannot open the access log: {0}")]
-    AccessLog(#[source] std::io::Error),
+    /// The access log could not be started.
+    #[error(transparent)]
+    AccessLog(crate::access_log::AccessLogError),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -207,6 +207,7 @@ pub fn runtime_for(config: &Config) -> Result<Arc<PluginRuntime>, PluginError> {
     match PluginRuntime::with_cache(limits, Some(&dir)) {
         Ok(runtime) => Ok(runtime),
         Err(error) => {
+            let error = crate::error::chain(&error);
             tracing::warn!("running without a compiled-code cache: {error}");
             PluginRuntime::new(limits)
         }
