@@ -12,7 +12,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,6 +27,23 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 pub const FLUSH_AT: usize = 256 * 1024;
 /// Buffered bytes past which new lines are dropped.
 pub const MAX_BUFFER: usize = 64 << 20;
+
+/// Why the access log could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    /// Its file could not be opened for appending.
+    #[error("cannot open the access log {}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The thread that writes it could not be started.
+    #[error("cannot start the access log's writer thread")]
+    Writer(#[source] std::io::Error),
+}
 
 /// Where access log lines go.
 pub struct AccessLog {
@@ -85,7 +102,7 @@ pub struct Entry<'a> {
 impl AccessLog {
     /// Opens the log `config` asks for (none when it is off) and starts its
     /// writer thread.
-    pub fn open(config: &Config) -> std::io::Result<Option<AccessLog>> {
+    pub fn open(config: &Config) -> Result<Option<AccessLog>, AccessLogError> {
         if !config.access_log.enabled {
             return Ok(None);
         }
@@ -102,7 +119,8 @@ impl AccessLog {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("weir-access-log".into())
-                .spawn(move || write_out(&shared, out))?
+                .spawn(move || write_out(&shared, out))
+                .map_err(AccessLogError::Writer)?
         };
         Ok(Some(AccessLog {
             shared,
@@ -176,12 +194,15 @@ fn write_out(shared: &Shared, mut out: Box<dyn Write + Send>) {
     }
 }
 
-fn open_file(path: &PathBuf) -> std::io::Result<std::fs::File> {
+fn open_file(path: &Path) -> Result<std::fs::File, AccessLogError> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
+        .map_err(|source| AccessLogError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn write_text(out: &mut Vec<u8>, e: &Entry) {
@@ -233,6 +254,19 @@ pub fn rfc3339(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_cannot_be_opened_names_it_and_keeps_the_io_error() {
+        let path = Path::new("/nonexistent-weir-dir/access.log");
+        let error = open_file(path).unwrap_err();
+        let io = crate::error::find::<std::io::Error>(&error).expect("the I/O error");
+        assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+        let text = crate::error::chain(&error).to_string();
+        assert!(
+            text.starts_with("cannot open the access log /nonexistent-weir-dir/access.log: "),
+            "{text}"
+        );
+    }
 
     #[test]
     fn formats_rfc3339_in_utc() {

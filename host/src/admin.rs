@@ -71,10 +71,7 @@ impl Admin {
         let body = match Limited::new(body, MAX_BODY).collect().await {
             Ok(body) => body.to_bytes(),
             Err(e) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("reading the body: {e}"),
-                );
+                return error_from(StatusCode::PAYLOAD_TOO_LARGE, "reading the body", &*e);
             }
         };
         let response = self.route(&parts.method, &segments, &body).await;
@@ -133,7 +130,7 @@ impl Admin {
                 let new: NewBackend = match serde_json::from_slice(body) {
                     Ok(new) => new,
                     Err(e) => {
-                        return error(StatusCode::BAD_REQUEST, &format!("invalid backend: {e}"));
+                        return error_from(StatusCode::BAD_REQUEST, "invalid backend", &e);
                     }
                 };
                 let backend = new.name.clone().unwrap_or_else(|| new.address.clone());
@@ -156,7 +153,7 @@ impl Admin {
                 let patch: Patch = match serde_json::from_slice(body) {
                     Ok(patch) => patch,
                     Err(e) => {
-                        return error(StatusCode::BAD_REQUEST, &format!("invalid change: {e}"));
+                        return error_from(StatusCode::BAD_REQUEST, "invalid change", &e);
                     }
                 };
                 let mut result = Ok(());
@@ -189,7 +186,10 @@ impl Admin {
                     StatusCode::OK,
                     &json!({ "reloaded": true, "reloads": self.reloader.reloads() }),
                 ),
-                Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
+                Err(e) => error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &crate::error::chain(&e).to_string(),
+                ),
             },
             _ => error(
                 StatusCode::NOT_FOUND,
@@ -247,7 +247,7 @@ fn admin_error(e: AdminError) -> Response<ProxyBody> {
         AdminError::NoSuchBackend { .. } => StatusCode::NOT_FOUND,
         AdminError::Invalid(_) => StatusCode::BAD_REQUEST,
     };
-    error(status, &e.to_string())
+    error(status, &crate::error::chain(&e).to_string())
 }
 
 fn no_upstream(name: &str) -> Response<ProxyBody> {
@@ -331,6 +331,16 @@ fn error(status: StatusCode, message: &str) -> Response<ProxyBody> {
     json_response(status, &json!({ "error": message }))
 }
 
+/// An error answer saying what weir was `doing` and why it failed: the
+/// error and its causes.
+fn error_from(
+    status: StatusCode,
+    doing: &str,
+    e: &(dyn std::error::Error + 'static),
+) -> Response<ProxyBody> {
+    error(status, &format!("{doing}: {}", crate::error::chain(e)))
+}
+
 /// Compares without stopping at the first difference, so the time taken
 /// does not tell how much of a guessed token was right.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -371,6 +381,17 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[tokio::test]
+    async fn an_error_answer_carries_its_causes() {
+        let parse = serde_json::from_slice::<Patch>(b"{\"weight\": \"x\"}").unwrap_err();
+        let response = error_from(StatusCode::BAD_REQUEST, "invalid change", &parse);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["error"], format!("invalid change: {parse}"));
+        assert!(answer["error"].as_str().unwrap().contains("invalid type"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod backend;
 pub mod config;
 pub mod connection;
 pub mod demo;
-pub mod error_chain;
+pub mod error;
 pub mod framing;
 pub mod histogram;
 pub mod listener;

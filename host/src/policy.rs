@@ -201,7 +201,7 @@ mod tests {
         let error = PolicyError::failed(Trap(std::io::Error::other("unreachable")));
         assert_eq!(error.to_string(), "trapped");
         assert_eq!(
-            crate::error_chain::error_chain(&error),
+            crate::error::chain(&error).to_string(),
             "trapped: unreachable"
         );
         assert!(!error.is_quarantined());

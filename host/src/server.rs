@@ -28,11 +28,11 @@ pub enum StartError {
     /// The plugin runtime could not be created.
     #[error(transparent)]
     Plugin(#[from] PluginError),
-    /// The access log file could not be opened.
-    #[error("cannot open the access log: {0}")]
-    AccessLog(#[source] std::io::Error),
+    /// The access log could not be started.
+    #[error(transparent)]
+    AccessLog(crate::access_log::AccessLogError),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address.
         addr: SocketAddr,
@@ -99,7 +99,7 @@ impl Server {
             let store = store.clone();
             tokio::task::spawn_blocking(move || Snapshot::build(config, &store))
                 .await
-                .map_err(|e| PluginError::Runtime(format!("loading plugins: {e}")))??
+                .map_err(|e| PluginError::runtime("loading plugins", e))??
         };
         snapshot.start_tasks();
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -217,6 +217,7 @@ pub fn runtime_for(config: &Config) -> Result<Arc<PluginRuntime>, PluginError> {
     match PluginRuntime::with_cache(limits, Some(&dir)) {
         Ok(runtime) => Ok(runtime),
         Err(error) => {
+            let error = crate::error::chain(&error);
             tracing::warn!("running without a compiled-code cache: {error}");
             PluginRuntime::new(limits)
         }

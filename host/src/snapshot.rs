@@ -75,6 +75,7 @@ impl Snapshot {
                 Some(balancer) => {
                     let plugin_name = balancer.plugin.get_ref();
                     let at = |e: crate::plugin::PluginError| {
+                        let e = crate::error::chain(&e);
                         config.error(balancer.plugin.span(), format!("upstream {name}: {e}"))
                     };
                     let plugin = load(plugin_name).map_err(at)?;
@@ -106,6 +107,7 @@ impl Snapshot {
             for (j, filter) in route.filters.iter().enumerate() {
                 let owner = format!("{name} filter {}", j + 1);
                 let at = |e: crate::plugin::PluginError| {
+                    let e = crate::error::chain(&e);
                     config.error(filter.plugin.span(), format!("{owner}: {e}"))
                 };
                 let plugin = load(filter.plugin.get_ref()).map_err(at)?;

@@ -34,7 +34,7 @@ impl CheckError {
     /// The reason with its sources, as logs and the admin API show it
     /// (`connect: Connection refused (os error 111)`).
     pub fn describe(&self) -> String {
-        crate::error_chain::error_chain(self)
+        crate::error::chain(self).to_string()
     }
 }
 

@@ -1,42 +1,14 @@
 //! What every plugin call goes through, balancer or filter: counting,
-//! timing, quarantine, and turning wasmtime's errors into [`CallError`]s.
+//! timing, quarantine, and logging each failed call with its causes.
 //! One mechanism, so a limit added here holds for every hook.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use wasmtime::Trap;
-
+use super::error::CallError;
 use super::quarantine::{Cause, Change, Quarantine, QuarantinePolicy};
-
-/// Why one plugin call did not produce a usable answer. Each costs only the
-/// request at hand: the instance involved is discarded, never reused.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum CallError {
-    /// No instance could be made (instance limit reached, or `init` failed).
-    #[error("could not instantiate: {0}")]
-    Instantiate(String),
-    /// The call ran past its deadline and was interrupted.
-    #[error("ran past its deadline of {0:?}")]
-    Timeout(Duration),
-    /// The call trapped (panic, unreachable, out of memory, ...).
-    #[error("trapped: {0}")]
-    Trap(String),
-    /// The plugin named a backend the upstream does not have.
-    #[error("chose backend id {0}, which the upstream does not have")]
-    UnknownBackend(u32),
-    /// The plugin named a backend that may not receive traffic now.
-    #[error("chose backend {0}, which is unhealthy or draining")]
-    Ineligible(String),
-    /// The plugin's answer is invalid (a bad header, path or status, a
-    /// framing header, or an upstream that does not exist).
-    #[error("answered nonsense: {0}")]
-    Invalid(String),
-    /// The pool is quarantined for this much longer: not called.
-    #[error("quarantined for {0:?} more")]
-    Quarantined(Duration),
-}
+use crate::error::chain;
 
 /// The counters and quarantine of one pool (one plugin version serving one
 /// upstream, or one place in a route's chain).
@@ -103,7 +75,7 @@ impl Calls {
             Err(error) => {
                 self.record_failure(error);
                 self.quarantine
-                    .record(started, took, Some(&|| error.to_string()))
+                    .record(started, took, Some(&|| chain(error).to_string()))
             }
         };
         if let Some(change) = change {
@@ -122,7 +94,8 @@ impl Calls {
                 plugin = &*self.plugin,
                 owner = &*self.owner,
                 failures,
-                "plugin call failed: {error}"
+                "plugin call failed: {}",
+                chain(error)
             );
         }
     }
@@ -187,25 +160,4 @@ impl Calls {
     pub fn quarantines(&self) -> u64 {
         self.quarantine.count()
     }
-}
-
-/// The call error for a wasmtime error from a call with deadline `timeout`.
-pub(super) fn classify(error: wasmtime::Error, timeout: Duration) -> CallError {
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => CallError::Timeout(timeout),
-        _ => CallError::Trap(describe(&error, timeout)),
-    }
-}
-
-/// A one-line description of a wasmtime error: the trap or message, without
-/// the wasm backtrace.
-pub(super) fn describe(error: &wasmtime::Error, timeout: Duration) -> String {
-    if let Some(trap) = error.downcast_ref::<Trap>() {
-        if *trap == Trap::Interrupt {
-            return format!("ran past its deadline of {timeout:?}");
-        }
-        return trap.to_string();
-    }
-    let text = format!("{error:#}");
-    text.lines().next().unwrap_or_default().to_string()
 }

@@ -10,6 +10,54 @@ use http::{StatusCode, Uri};
 use super::bindings::filter_api;
 use super::host::RequestView;
 
+/// What is wrong with a plugin's answer: weir refuses it whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BadAnswer {
+    /// A header name that is not one.
+    #[error("invalid header name {name:?}")]
+    HeaderName {
+        /// The name given.
+        name: String,
+        /// Why `http` refused it.
+        #[source]
+        source: http::header::InvalidHeaderName,
+    },
+    /// A header value that is not one.
+    #[error("invalid value for header {name}")]
+    HeaderValue {
+        /// The header.
+        name: HeaderName,
+        /// Why `http` refused it.
+        #[source]
+        source: http::header::InvalidHeaderValue,
+    },
+    /// A framing or connection header, which only weir sets.
+    #[error("{}", crate::framing::refusal(.0))]
+    WeirsHeader(HeaderName),
+    /// A path that does not parse.
+    #[error("rewrote the path to {path:?}")]
+    Path {
+        /// The path given.
+        path: String,
+        /// Why `http` refused it.
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    /// A path that is not absolute.
+    #[error("rewrote the path to {0:?}, which does not start with '/'")]
+    RelativePath(String),
+    /// A status outside what a filter may answer with.
+    #[error("answered with status {0}, not within 200..=599")]
+    Status(u16),
+    /// A reroute to an upstream the config does not define.
+    #[error("rerouted to upstream {0:?}, which does not exist")]
+    NoSuchUpstream(String),
+    /// A framing or connection header a balancer asked to add to the
+    /// response during `select`.
+    #[error("response-headers.add {}", crate::framing::refusal(.0))]
+    ResponseHeader(HeaderName),
+}
+
 /// One change to a header map, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderOp {
@@ -89,7 +137,7 @@ pub enum FilterDecision {
     },
 }
 
-pub(super) fn check_decision(decision: filter_api::Decision) -> Result<FilterDecision, String> {
+pub(super) fn check_decision(decision: filter_api::Decision) -> Result<FilterDecision, BadAnswer> {
     Ok(match decision {
         filter_api::Decision::Continue(changes) => {
             FilterDecision::Continue(check_changes(changes)?)
@@ -102,12 +150,7 @@ pub(super) fn check_decision(decision: filter_api::Decision) -> Result<FilterDec
             let status = StatusCode::from_u16(response.status)
                 .ok()
                 .filter(|s| (200..=599).contains(&s.as_u16()))
-                .ok_or_else(|| {
-                    format!(
-                        "answered with status {}, not within 200..=599",
-                        response.status
-                    )
-                })?;
+                .ok_or(BadAnswer::Status(response.status))?;
             let headers = response
                 .headers
                 .into_iter()
@@ -122,7 +165,7 @@ pub(super) fn check_decision(decision: filter_api::Decision) -> Result<FilterDec
     })
 }
 
-fn check_changes(changes: filter_api::RequestChanges) -> Result<RequestChanges, String> {
+fn check_changes(changes: filter_api::RequestChanges) -> Result<RequestChanges, BadAnswer> {
     let headers = changes
         .headers
         .into_iter()
@@ -131,19 +174,19 @@ fn check_changes(changes: filter_api::RequestChanges) -> Result<RequestChanges, 
     let path = match changes.path {
         None => None,
         Some(path) if path.starts_with('/') => Some(
-            PathAndQuery::try_from(path.as_str())
-                .map_err(|e| format!("rewrote the path to {path:?}: {e}"))?,
+            PathAndQuery::try_from(path.as_str()).map_err(|source| BadAnswer::Path {
+                path: path.clone(),
+                source,
+            })?,
         ),
         Some(path) => {
-            return Err(format!(
-                "rewrote the path to {path:?}, which does not start with '/'"
-            ));
+            return Err(BadAnswer::RelativePath(path));
         }
     };
     Ok(RequestChanges { headers, path })
 }
 
-pub(super) fn check_header_op(op: filter_api::HeaderOp) -> Result<HeaderOp, String> {
+pub(super) fn check_header_op(op: filter_api::HeaderOp) -> Result<HeaderOp, BadAnswer> {
     Ok(match op {
         filter_api::HeaderOp::Set((name, value)) => {
             let (name, value) = header(&name, &value)?;
@@ -160,18 +203,23 @@ pub(super) fn check_header_op(op: filter_api::HeaderOp) -> Result<HeaderOp, Stri
 /// A header a plugin may set, checked: a valid name and value, and not one
 /// of the framing and connection headers weir owns ([`crate::framing`]).
 /// Every header a plugin hands weir, in every hook, goes through here.
-pub(super) fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+pub(super) fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), BadAnswer> {
     let name = header_name(name)?;
-    let value =
-        HeaderValue::try_from(value).map_err(|_| format!("invalid value for header {name}"))?;
+    let value = HeaderValue::try_from(value).map_err(|source| BadAnswer::HeaderValue {
+        name: name.clone(),
+        source,
+    })?;
     Ok((name, value))
 }
 
 /// A header name a plugin may touch (see [`header`]).
-fn header_name(name: &str) -> Result<HeaderName, String> {
-    let name = HeaderName::try_from(name).map_err(|_| format!("invalid header name {name:?}"))?;
+fn header_name(name: &str) -> Result<HeaderName, BadAnswer> {
+    let name = HeaderName::try_from(name).map_err(|source| BadAnswer::HeaderName {
+        name: name.to_string(),
+        source,
+    })?;
     if crate::framing::is_weirs(&name) {
-        return Err(crate::framing::refusal(&name));
+        return Err(BadAnswer::WeirsHeader(name));
     }
     Ok(name)
 }
@@ -226,6 +274,7 @@ mod tests {
         assert!(
             check_decision(bad_header)
                 .unwrap_err()
+                .to_string()
                 .contains("invalid header name")
         );
         let bad_value = filter_api::Decision::Continue(changes(
@@ -237,6 +286,7 @@ mod tests {
         assert!(
             check_decision(bad_path)
                 .unwrap_err()
+                .to_string()
                 .contains("does not start with '/'")
         );
         let bad_status = filter_api::Decision::Respond(filter_api::Response {

@@ -9,8 +9,9 @@ use wasmtime::Store;
 use wasmtime::component::Resource;
 
 use super::bindings::{FilterBindings, filter_api};
-use super::call::{CallError, Calls, classify, describe};
-use super::decision::{FilterDecision, HeaderOp, check_decision, check_header_op};
+use super::call::Calls;
+use super::decision::{BadAnswer, FilterDecision, HeaderOp, check_decision, check_header_op};
+use super::error::{CallError, InitError};
 use super::guard::contain;
 use super::host::{HostState, RequestView, wit_ip};
 use super::pool::Idle;
@@ -55,10 +56,10 @@ impl FilterPool {
             wants_response: false,
             idle: Idle::new(),
         };
-        let (first, hooks) = pool.instantiate().map_err(|reason| PluginError::Init {
+        let (first, hooks) = pool.instantiate().map_err(|source| PluginError::Init {
             name: pool.plugin.name().to_string(),
             owner: owner.to_string(),
-            reason,
+            source,
         })?;
         pool.wants_response = hooks.contains(filter_api::Hooks::ON_RESPONSE);
         pool.idle.put(first);
@@ -101,15 +102,14 @@ impl FilterPool {
         let client = wit_ip(request.client.ip());
         self.call(
             request,
+            "on-request",
             |api, store| api.call_on_request(store, Resource::new_borrow(0), client),
             |decision| {
                 let decision = check_decision(decision)?;
                 if let FilterDecision::Route { upstream, .. } = &decision
                     && !upstream_exists(upstream)
                 {
-                    return Err(format!(
-                        "rerouted to upstream {upstream:?}, which does not exist"
-                    ));
+                    return Err(BadAnswer::NoSuchUpstream(upstream.clone()));
                 }
                 Ok(decision)
             },
@@ -131,6 +131,7 @@ impl FilterPool {
             .collect();
         self.call(
             request,
+            "on-response",
             |api, store| {
                 api.call_on_response(store, Resource::new_borrow(0), status.as_u16(), &list)
             },
@@ -146,8 +147,9 @@ impl FilterPool {
     fn call<W, R>(
         &self,
         request: &mut RequestView,
+        function: &'static str,
         f: impl FnOnce(&filter_api::Guest, &mut Store<HostState>) -> wasmtime::Result<W>,
-        check: impl FnOnce(W) -> Result<R, String>,
+        check: impl FnOnce(W) -> Result<R, BadAnswer>,
     ) -> Result<R, CallError> {
         self.calls.run(|| {
             let mut instance = self.checkout()?;
@@ -162,7 +164,7 @@ impl FilterPool {
                 *request = view;
             }
             let value = outcome
-                .map_err(|e| classify(e, self.plugin.limits.timeout))
+                .map_err(|e| CallError::wasm(e, function, self.plugin.limits.timeout))
                 .and_then(|answer| check(answer).map_err(CallError::Invalid));
             // The call's cell writes stay only if its answer is taken.
             instance.store.data_mut().end_call(value.is_ok());
@@ -183,25 +185,26 @@ impl FilterPool {
     }
 
     /// A new instance with `init` already run, and the hooks it asked for.
-    fn instantiate(&self) -> Result<(Instance, filter_api::Hooks), String> {
+    fn instantiate(&self) -> Result<(Instance, filter_api::Hooks), InitError> {
         let limits = self.plugin.limits;
         let Kind::Filter(pre) = &self.plugin.pre else {
-            return Err(format!(
-                "is a {} component, not a filter (it must export weir:plugin/http-filter@0.1.0)",
-                self.plugin.world()
-            ));
+            return Err(InitError::WrongWorld {
+                world: self.plugin.world(),
+                wanted: "filter",
+                export: "weir:plugin/http-filter@0.1.0",
+            });
         };
+        let failed = |function| InitError::wasm(function, limits.init_timeout());
         let mut store = self.plugin.new_store(self.owner.clone());
-        let bindings = contain(|| pre.instantiate(&mut store))
-            .map_err(|e| describe(&e, limits.init_timeout()))?;
+        let bindings = contain(|| pre.instantiate(&mut store)).map_err(failed("instantiate"))?;
         store.set_epoch_deadline(limits.init_deadline_ticks());
         let hooks = contain(|| {
             bindings
                 .weir_plugin_http_filter()
                 .call_init(&mut store, &self.settings)
         })
-        .map_err(|e| describe(&e, limits.init_timeout()))?
-        .map_err(|message| format!("plugin refused its settings: {message}"))?;
+        .map_err(failed("init"))?
+        .map_err(InitError::Refused)?;
         store.data_mut().end_call(true);
         Ok((Instance { store, bindings }, hooks))
     }

@@ -42,7 +42,7 @@ pub(crate) struct HostState {
     /// Why the current call's answer is refused, when a host call the
     /// plugin made during it broke a rule that fails the call (a framing
     /// response header); the pool turns it into a failed call.
-    pub(crate) refused: Option<String>,
+    pub(crate) refused: Option<super::decision::BadAnswer>,
     /// The current call's cell writes, kept until [`HostState::end_call`].
     journal: CallJournal,
 }
@@ -239,17 +239,14 @@ impl response_headers::Host for HostState {
                 upstream,
                 &format!("more than {MAX_RESPONSE_HEADERS} response headers: {name} ignored"),
             ),
+            Err(super::decision::BadAnswer::WeirsHeader(name)) => {
+                // Not ignorable: the whole decision is refused.
+                self.refused
+                    .get_or_insert(super::decision::BadAnswer::ResponseHeader(name));
+            }
             Err(why) => {
-                let framing = http::HeaderName::try_from(name.as_str())
-                    .is_ok_and(|name| crate::framing::is_weirs(&name));
-                if framing {
-                    // Not ignorable: the whole decision is refused.
-                    self.refused
-                        .get_or_insert(format!("response-headers.add {why}"));
-                } else {
-                    let why = format!("response header ignored: {why}");
-                    refusals.refuse(Ignored::ResponseHeader, plugin, upstream, &why);
-                }
+                let why = format!("response header ignored: {}", crate::error::chain(&why));
+                refusals.refuse(Ignored::ResponseHeader, plugin, upstream, &why);
             }
         }
     }

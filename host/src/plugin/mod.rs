@@ -22,6 +22,7 @@ mod call;
 mod cells;
 mod counters;
 mod decision;
+mod error;
 mod filter_pool;
 mod guard;
 mod host;
@@ -39,13 +40,14 @@ use std::sync::Arc;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use call::{CallError, Calls};
+pub use call::Calls;
 pub use cells::{
     CELL_OVERHEAD_BYTES, CellLimits, CellUsage, MAX_CELL_BYTES, MAX_CELLS, MAX_KEY_BYTES, Refusal,
     SharedCells,
 };
 pub use counters::PluginCounters;
-pub use decision::{FilterDecision, HeaderOp, RequestChanges};
+pub use decision::{BadAnswer, FilterDecision, HeaderOp, RequestChanges};
+pub use error::{CallError, InitError, PluginError, WasmError};
 pub use filter_pool::FilterPool;
 pub use host::RequestView;
 pub use journal::MAX_CALL_WRITES;
@@ -83,49 +85,10 @@ fn read_plugin(name: &str, path: &Path) -> Result<Vec<u8>, PluginError> {
             reason: format!(
                 "the file is {size} bytes; plugins may be at most {MAX_PLUGIN_BYTES} bytes"
             ),
+            source: None,
         });
     }
     std::fs::read(path).map_err(read_error)
-}
-
-/// A plugin that could not be loaded or initialised.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    /// The runtime itself could not be set up.
-    #[error("plugin runtime: {0}")]
-    Runtime(String),
-    /// The plugin file could not be read.
-    #[error("plugin {name} ({path}): cannot read: {source}")]
-    Read {
-        /// Plugin name.
-        name: String,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not a component weir can run (not wasm, a core module,
-    /// wrong world, missing export, an import weir does not provide).
-    #[error("plugin {name} ({path}): {reason}")]
-    Invalid {
-        /// Plugin name.
-        name: String,
-        /// The file.
-        path: PathBuf,
-        /// Why, as wasmtime explains it.
-        reason: String,
-    },
-    /// The plugin's `init` refused its settings, or trapped.
-    #[error("plugin {name} for {owner}: init failed: {reason}")]
-    Init {
-        /// Plugin name.
-        name: String,
-        /// Whose settings were given: `upstream NAME` or `route N`.
-        owner: String,
-        /// The plugin's message, or the trap.
-        reason: String,
-    },
 }
 
 /// The wasmtime engine, linker and epoch ticker shared by every plugin, and
@@ -178,7 +141,10 @@ impl PluginRuntime {
         limits: PluginLimits,
         cache_dir: Option<&Path>,
     ) -> Result<Arc<Self>, PluginError> {
-        let runtime_err = |e: wasmtime::Error| PluginError::Runtime(format!("{e:#}"));
+        let runtime_err = |what: &str| {
+            let what = what.to_string();
+            move |e: wasmtime::Error| PluginError::runtime(what, WasmError::new(e))
+        };
         guard::install_panic_hook();
         let mut pool = PoolingAllocationConfig::default();
         let instances = limits.max_instances;
@@ -196,30 +162,32 @@ impl PluginRuntime {
         if let Some(dir) = cache_dir {
             let mut cache = wasmtime::CacheConfig::new();
             cache.with_directory(dir);
-            let cache = wasmtime::Cache::new(cache).map_err(|e| {
-                PluginError::Runtime(format!("compiled-code cache in {}: {e:#}", dir.display()))
-            })?;
+            let cache = wasmtime::Cache::new(cache).map_err(runtime_err(&format!(
+                "compiled-code cache in {}",
+                dir.display()
+            )))?;
             config.cache(Some(cache));
         }
-        let engine = Engine::new(&config).map_err(runtime_err)?;
+        let engine = Engine::new(&config).map_err(runtime_err("the engine"))?;
 
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(runtime_err)?;
+        let linking = runtime_err("linking weir's imports");
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(linking.clone())?;
         BalancerBindings::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |state| state,
         )
-        .map_err(runtime_err)?;
+        .map_err(linking.clone())?;
         bindings::shared::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |state| state,
         )
-        .map_err(runtime_err)?;
+        .map_err(linking.clone())?;
         bindings::metrics::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |state| state,
         )
-        .map_err(runtime_err)?;
+        .map_err(linking.clone())?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -231,7 +199,7 @@ impl PluginRuntime {
                     std::thread::sleep(EPOCH_TICK);
                 }
             })
-            .map_err(|e| PluginError::Runtime(format!("cannot start epoch ticker: {e}")))?;
+            .map_err(|e| PluginError::runtime("cannot start the epoch ticker", e))?;
 
         Ok(Arc::new(PluginRuntime {
             engine,
@@ -294,32 +262,41 @@ impl PluginRuntime {
         path: &Path,
         bytes: &[u8],
     ) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let invalid = |reason: String| PluginError::Invalid {
-            name: name.to_string(),
-            path: path.to_path_buf(),
-            reason,
+        let invalid = |reason: &str, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
+            PluginError::Invalid {
+                name: name.to_string(),
+                path: path.to_path_buf(),
+                reason: reason.to_string(),
+                source,
+            }
+        };
+        let wasm = |reason: &'static str| {
+            move |e: wasmtime::Error| invalid(reason, Some(WasmError::new(e).into()))
         };
         if bytes.is_empty() {
-            return Err(invalid("the file is empty".into()));
+            return Err(invalid("the file is empty", None));
         }
         if !bytes.starts_with(b"\0asm") {
-            return Err(invalid("not a WebAssembly file (no \\0asm header)".into()));
+            return Err(invalid("not a WebAssembly file (no \\0asm header)", None));
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| invalid(format!("not a valid component: {e:#}")))?;
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| {
-            invalid(format!(
-                "imports something weir does not provide (plugins get only weir:plugin/log, load, shared, metrics and capability-free WASI): {e:#}"
-            ))
-        })?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(wasm("not a valid component"))?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(wasm(
+            "imports something weir does not provide (plugins get only weir:plugin/log, load, shared, metrics and capability-free WASI)",
+        ))?;
         let pre = match BalancerPre::new(instance_pre.clone()) {
             Ok(pre) => Kind::Balancer(pre),
             Err(balancer) => match FilterPre::new(instance_pre) {
                 Ok(pre) => Kind::Filter(pre),
                 Err(filter) => {
-                    return Err(invalid(format!(
-                        "is neither a weir:plugin/balancer component (exporting weir:plugin/policy@0.1.0: {balancer:#}) nor a weir:plugin/filter component (exporting weir:plugin/http-filter@0.1.0: {filter:#})"
-                    )));
+                    let why = error::NeitherWorld {
+                        balancer: balancer.into(),
+                        filter: filter.into(),
+                    };
+                    return Err(invalid(
+                        "is neither a weir:plugin/balancer component (exporting weir:plugin/policy@0.1.0) nor a weir:plugin/filter component (exporting weir:plugin/http-filter@0.1.0)",
+                        Some(why.into()),
+                    ));
                 }
             },
         };

@@ -7,7 +7,8 @@ use wasmtime::Store;
 use wasmtime::component::Resource;
 
 use super::bindings::{BalancerBindings, types};
-use super::call::{CallError, Calls, classify, describe};
+use super::call::Calls;
+use super::error::{CallError, InitError};
 use super::guard::contain;
 use super::host::{HostState, RequestView};
 use super::{Kind, LoadedPlugin, PluginError};
@@ -70,10 +71,10 @@ impl BalancerPool {
             settings,
             idle: Idle::new(),
         };
-        let first = pool.instantiate().map_err(|reason| PluginError::Init {
+        let first = pool.instantiate().map_err(|source| PluginError::Init {
             name: pool.plugin.name().to_string(),
             owner: format!("upstream {upstream}"),
-            reason,
+            source,
         })?;
         pool.idle.put(first);
         Ok(pool)
@@ -149,7 +150,7 @@ impl BalancerPool {
                 .store
                 .set_epoch_deadline(limits.init_deadline_ticks());
             contain(|| policy.call_set_backends(&mut instance.store, &list))
-                .map_err(|e| classify(e, limits.init_timeout()))?;
+                .map_err(|e| CallError::wasm(e, "set-backends", limits.init_timeout()))?;
             instance.store.data_mut().backends = Some(backends.clone());
             instance.generation = Some(backends.generation());
         }
@@ -165,7 +166,8 @@ impl BalancerPool {
         let refused = state.refused.take();
         // Cell writes stay only if the whole answer is taken.
         state.end_call(outcome.is_ok() && refused.is_none());
-        let choice = outcome.map_err(|e| classify(e, self.plugin.limits.timeout))?;
+        let choice =
+            outcome.map_err(|e| CallError::wasm(e, "select", self.plugin.limits.timeout))?;
         if let Some(refused) = refused {
             return Err(CallError::Invalid(refused));
         }
@@ -174,7 +176,10 @@ impl BalancerPool {
         let Some(id) = choice else { return Ok(None) };
         let backend = backends.get(id).ok_or(CallError::UnknownBackend(id))?;
         if backend.health != Health::Healthy {
-            return Err(CallError::Ineligible(backend.name.clone()));
+            return Err(CallError::Ineligible {
+                backend: backend.name.clone(),
+                health: backend.health.as_str(),
+            });
         }
         Ok(Some(backend.clone()))
     }
@@ -187,25 +192,26 @@ impl BalancerPool {
     }
 
     /// A new instance with `init` already run.
-    fn instantiate(&self) -> Result<Instance, String> {
+    fn instantiate(&self) -> Result<Instance, InitError> {
         let limits = self.plugin.limits;
         let Kind::Balancer(pre) = &self.plugin.pre else {
-            return Err(format!(
-                "is a {} component, not a balancer (it must export weir:plugin/policy@0.1.0)",
-                self.plugin.world()
-            ));
+            return Err(InitError::WrongWorld {
+                world: self.plugin.world(),
+                wanted: "balancer",
+                export: "weir:plugin/policy@0.1.0",
+            });
         };
+        let failed = |function| InitError::wasm(function, limits.init_timeout());
         let mut store = self.plugin.new_store(self.upstream.clone());
-        let bindings = contain(|| pre.instantiate(&mut store))
-            .map_err(|e| describe(&e, limits.init_timeout()))?;
+        let bindings = contain(|| pre.instantiate(&mut store)).map_err(failed("instantiate"))?;
         store.set_epoch_deadline(limits.init_deadline_ticks());
         contain(|| {
             bindings
                 .weir_plugin_policy()
                 .call_init(&mut store, &self.settings)
         })
-        .map_err(|e| describe(&e, limits.init_timeout()))?
-        .map_err(|message| format!("plugin refused its settings: {message}"))?;
+        .map_err(failed("init"))?
+        .map_err(InitError::Refused)?;
         store.data_mut().end_call(true);
         Ok(Instance {
             store,

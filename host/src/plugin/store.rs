@@ -136,7 +136,8 @@ impl PluginStore {
             self.state().rejections += 1;
             tracing::warn!(
                 plugin = name,
-                "plugin rejected, the last good version keeps serving: {error}"
+                "plugin rejected, the last good version keeps serving: {}",
+                crate::error::chain(error)
             );
         }
     }

@@ -95,17 +95,19 @@ impl ProxyError {
             }
             ProxyError::NoBackend(reason) => tracing::warn!(upstream, "503: {reason}"),
             ProxyError::BalancerFailed(error) => {
+                let why = crate::error::chain(error);
                 if error.is_quarantined() {
-                    tracing::debug!(upstream, "503: {error}");
+                    tracing::debug!(upstream, "503: {why}");
                 } else {
                     tracing::warn!(
                         upstream,
-                        "503: balancer plugin failed and on_failure = \"fail\": {error}"
+                        "503: balancer plugin failed and on_failure = \"fail\": {why}"
                     );
                 }
             }
             ProxyError::BadTarget(error) => {
-                tracing::debug!(upstream, "400: bad request target: {error}");
+                let why = crate::error::chain(error);
+                tracing::debug!(upstream, "400: bad request target: {why}");
             }
             ProxyError::Backend { status, why } => {
                 tracing::debug!(upstream, "{}: {why}", status.as_u16());

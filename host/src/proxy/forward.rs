@@ -7,7 +7,7 @@ use std::time::Instant;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::error_chain::error_chain;
+use crate::error::chain;
 use crate::upstream::{Backend, InFlight, Upstream, UpstreamBody};
 
 /// A failed attempt: what to answer, and whether another backend may be
@@ -47,7 +47,7 @@ pub(crate) async fn forward(
             backend.stats.record_failure();
             let (status, why) = (error.status(), error.reason());
             // The reason, then the hyper and io errors under it.
-            let chain = error_chain(&error);
+            let chain = chain(&error).to_string();
             upstream.observe(backend, Some(&|| chain.clone()));
             tracing::warn!(
                 upstream = upstream.name(),

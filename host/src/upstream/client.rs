@@ -238,7 +238,7 @@ mod tests {
         assert!(matches!(error, SendError::Connect(_)), "{error:?}");
         assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(error.reason(), "could not connect to the backend");
-        let chain = crate::error_chain::error_chain(&error);
+        let chain = crate::error::chain(&error).to_string();
         assert!(
             chain.starts_with("could not connect to the backend: "),
             "{chain}"
