@@ -173,3 +173,92 @@ async fn serve_http<S, IO>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Refuses the first connection it is handed, as a TLS acceptor refuses
+    /// a failed handshake, and passes the rest through.
+    #[derive(Default)]
+    struct RefuseFirst(AtomicBool);
+
+    impl Acceptor for RefuseFirst {
+        type Stream = tokio::net::TcpStream;
+
+        async fn accept(
+            &self,
+            tcp: tokio::net::TcpStream,
+            info: ConnectionInfo,
+        ) -> std::io::Result<(tokio::net::TcpStream, ConnectionInfo)> {
+            if !self.0.swap(true, Ordering::SeqCst) {
+                return Err(std::io::Error::other("handshake refused"));
+            }
+            Ok((tcp, info))
+        }
+    }
+
+    async fn exchange(addr: SocketAddr, request: &[u8]) -> (SocketAddr, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let me = stream.local_addr().unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer));
+        // A connection dropped with our request unread is reset: no answer.
+        let _ = read.await.expect("the server closes the connection");
+        (me, String::from_utf8_lossy(&answer).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_costs_only_itself_and_requests_see_their_connection() {
+        let (listener, local) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let handler = |_request, conn: Arc<ConnectionInfo>| async move {
+            let body = format!("{} {} {:?}", conn.client, conn.local, conn.scheme());
+            crate::proxy::text(http::StatusCode::OK, body)
+        };
+        let serve = Serve {
+            acceptor: RefuseFirst::default(),
+            handler,
+            http1_only: false,
+        };
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, serve, stopped));
+        let request = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+        let (_, refused) = exchange(local, request).await;
+        assert_eq!(refused, "", "the refused connection is closed unanswered");
+        let (me, answer) = exchange(local, request).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            answer.ends_with(&format!("{me} {local} \"http\"")),
+            "{answer}"
+        );
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the loop stops at shutdown")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_http1_only_listener_refuses_the_http2_preface() {
+        let (listener, local) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let handler = |_request, _conn| async { crate::proxy::text(http::StatusCode::OK, "") };
+        let serve = Serve {
+            acceptor: PlainTcp,
+            handler,
+            http1_only: true,
+        };
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(accept_loop(listener, serve, stopped));
+        let (_, answer) = exchange(local, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
+        assert!(!answer.contains("HTTP/2"), "{answer}");
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+            "{answer}"
+        );
+    }
+}
