@@ -23,6 +23,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod source;
 pub mod upstream;
 
 pub use config::{Config, ConfigError};

@@ -22,7 +22,7 @@ use crate::admin::Admin;
 use crate::config::{Config, ConfigError};
 use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
 use crate::proxy::{ProxyBody, Shared};
-use crate::reload::{ReloadError, ReloadKind, Reloader};
+use crate::reload::{ReloadError, ReloadKind, Reloader, Signatures, WatchMode};
 use crate::snapshot::Snapshot;
 
 /// How long a client may take to send a request's headers.
@@ -77,43 +77,42 @@ impl Server {
         let admin_config = config.admin.clone().zip(config.admin_addr());
         let store = Arc::new(PluginStore::new(runtime));
         let addrs = config.listen_addrs();
-        let config_path = config
-            .source
-            .path
-            .is_file()
-            .then(|| std::path::absolute(&config.source.path).ok())
-            .flatten();
+        // The file the config came from, or the config itself in memory.
+        let source = crate::source::for_config(&config);
         let watch_interval = config
             .plugins
             .watch
             .then(|| Duration::from_millis(config.plugins.watch_interval_ms));
         // Taken before the plugins are read, so a write during startup is
         // picked up by the watcher rather than missed.
-        let baseline = crate::reload::signatures(
-            crate::snapshot::plugin_files(&config)
-                .into_iter()
-                .chain(config_path.clone())
-                .collect(),
-        );
-        let snapshot = {
+        let watched = crate::reload::watched_files(&config, &*source);
+        let (baseline, snapshot) = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || Snapshot::build(config, &store))
-                .await
-                .map_err(|e| PluginError::Runtime(format!("loading plugins: {e}")))??
+            tokio::task::spawn_blocking(move || {
+                let baseline = Signatures::read(&watched);
+                Snapshot::build(config, &store).map(|snapshot| (baseline, snapshot))
+            })
+            .await
+            .map_err(|e| PluginError::Runtime(format!("loading plugins: {e}")))??
         };
         snapshot.start_tasks();
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
-        let reloader = Arc::new(Reloader::new(config_path, state.clone(), store));
+        let reloader = Arc::new(Reloader::new(source, state.clone(), store));
         let (shutdown, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         if let Some(interval) = watch_interval {
             tasks.spawn(crate::reload::watch(
                 reloader.clone(),
                 interval,
+                WatchMode::from_env(),
                 baseline,
                 shutdown.subscribe(),
             ));
         }
+        tasks.spawn(crate::reload::follow(
+            reloader.clone(),
+            shutdown.subscribe(),
+        ));
         let shared = Arc::new(Shared {
             state: state.clone(),
             access_log: access_log.clone(),
