@@ -9,19 +9,23 @@
 //! existing parent until it is back.
 //!
 //! Either way a change is reported once it has settled: with events, when no
-//! event arrived for [`SETTLE`] and the content then held still for another
+//! event arrived for [`SETTLE`], no watched file is still open for writing
+//! (for at most two seconds), and the content then held still for another
 //! [`SETTLE`]; when polling, when the content held still for one interval.
 //! A burst of writes is loaded once and whole.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode};
-use tokio::sync::Notify;
+use notify::RecursiveMode;
+
+use self::inbox::Inbox;
 
 use super::signatures::Signatures;
+
+mod inbox;
 
 /// How long the files must be quiet (no event) before they are read, and
 /// then how long their content must hold still. 50 ms: a `cp` of a plugin,
@@ -54,38 +58,6 @@ impl WatchMode {
 
 /// A filesystem event source: the real one is notify's recommended watcher.
 type Backend = Box<dyn notify::Watcher + Send>;
-
-/// What the event thread leaves for the watcher: a wake-up (coalesced: a
-/// flood of events is one permit) and the first error, if any.
-#[derive(Default)]
-struct Inbox {
-    wake: Notify,
-    failure: Mutex<Option<notify::Error>>,
-}
-
-impl Inbox {
-    fn event(&self, event: notify::Result<notify::Event>) {
-        match event {
-            // Opening and reading (weir's own reads among them) change nothing.
-            Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
-            Ok(_) => self.wake.notify_one(),
-            Err(error) => self.fail(error),
-        }
-    }
-
-    fn fail(&self, error: notify::Error) {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        failure.get_or_insert(error);
-        self.wake.notify_one();
-    }
-
-    fn failure(&self) -> Option<notify::Error> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-}
 
 /// Events on the directories holding the watched files.
 struct Events {
@@ -146,6 +118,7 @@ impl Watcher {
         let inbox = Arc::new(Inbox::default());
         match backend(inbox.clone()) {
             Ok(backend) => {
+                inbox.set_files(&watcher.paths);
                 watcher.events = Some(Events {
                     backend,
                     inbox,
@@ -180,6 +153,9 @@ impl Watcher {
     /// Watches `paths` from now on instead.
     pub fn set_paths(&mut self, paths: Vec<PathBuf>) {
         if paths != self.paths {
+            if let Some(events) = &self.events {
+                events.inbox.set_files(&paths);
+            }
             self.paths = paths;
             self.sync_watches();
         }
@@ -217,10 +193,11 @@ impl Watcher {
         if !std::mem::take(&mut self.look) {
             inbox.wake.notified().await;
         }
+        // Quiet for SETTLE, and no watched file still open for writing.
         loop {
             tokio::select! {
                 _ = inbox.wake.notified() => {}
-                _ = tokio::time::sleep(SETTLE) => break,
+                _ = tokio::time::sleep(SETTLE) => if !inbox.writing() { break },
             }
         }
         if let Some(error) = inbox.failure() {
