@@ -51,7 +51,13 @@ impl WatchMode {
     pub fn from_env() -> WatchMode {
         match std::env::var("WEIR_WATCH_MODE").as_deref() {
             Ok("poll" | "polling") => WatchMode::Polling,
-            _ => WatchMode::Events,
+            Ok("" | "events") | Err(_) => WatchMode::Events,
+            Ok(other) => {
+                tracing::warn!(
+                    "WEIR_WATCH_MODE={other:?} is neither `events` nor `poll`: using events"
+                );
+                WatchMode::Events
+            }
         }
     }
 }
