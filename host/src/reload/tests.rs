@@ -53,7 +53,11 @@ async fn a_memory_source_feeds_changes_through_the_reloader() {
         source.replace(config(&plugins, &["127.0.0.1:1", "127.0.0.1:2"], "")),
         1
     );
-    wait_for("the second backend", || backends() == 2).await;
+    // The count goes up just after the swap: wait for both.
+    wait_for("the second backend", || {
+        backends() == 2 && reloader.reloads() >= 1
+    })
+    .await;
     assert_eq!(reloader.reloads(), 1);
 
     // A config naming a plugin that is not there is rejected, with its line;
