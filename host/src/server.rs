@@ -79,6 +79,8 @@ impl Server {
         let addrs = config.listen_addrs();
         // The file the config came from, or the config itself in memory.
         let source = crate::source::for_config(&config);
+        // Before the first load, so no change announced after it is missed.
+        let changes = source.changes();
         let watch_interval = config
             .plugins
             .watch
@@ -111,6 +113,7 @@ impl Server {
         }
         tasks.spawn(crate::reload::follow(
             reloader.clone(),
+            changes,
             shutdown.subscribe(),
         ));
         let shared = Arc::new(Shared {

@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 use crate::config::{Config, ConfigError};
 use crate::plugin::{PluginLimits, PluginStore};
 use crate::snapshot::Snapshot;
-use crate::source::{Source, SourceError};
+use crate::source::{Revision, Source, SourceError};
 
 pub use signatures::Signatures;
 pub use watch::{SETTLE, WatchMode, Watcher};
@@ -206,13 +206,18 @@ pub async fn watch(
     }
 }
 
-/// Reloads the config each time the source announces a change, until
+/// Reloads the config each time `changes` (the source's
+/// [`Source::changes`], taken before the running snapshot's config was
+/// loaded, so no change in between is missed) announces one, until
 /// `shutdown` fires; returns at once for a source that announces none.
-pub async fn follow(reloader: Arc<Reloader>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let Some(mut changes) = reloader.source.changes() else {
+pub async fn follow(
+    reloader: Arc<Reloader>,
+    changes: Option<tokio::sync::watch::Receiver<Revision>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(mut changes) = changes else {
         return;
     };
-    changes.mark_unchanged();
     loop {
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },

@@ -44,7 +44,7 @@ async fn a_memory_source_feeds_changes_through_the_reloader() {
     ));
     let reloader = Arc::new(Reloader::new(source.clone(), state, store));
     let (stop, _) = tokio::sync::watch::channel(false);
-    let following = tokio::spawn(follow(reloader.clone(), stop.subscribe()));
+    let following = tokio::spawn(follow(reloader.clone(), source.changes(), stop.subscribe()));
     let backends = || reloader.current().upstream("web").unwrap().backends().len();
     assert_eq!(backends(), 1);
 
