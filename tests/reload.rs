@@ -346,3 +346,160 @@ async fn filters_hot_reload_and_keep_their_last_good_version() {
     .await;
     assert_eq!(get(&client, &url).await.0, 200);
 }
+
+/// `weir_plugin_rejections_total` from the admin API at `addr`.
+async fn rejections(addr: std::net::SocketAddr) -> u64 {
+    let (status, body) = admin(addr, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("weir_plugin_rejections_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no rejections counter in {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_written_slowly_in_pieces_is_never_loaded_half_written() {
+    let dir = TempDir::new("pieces");
+    std::fs::write(dir.0.join("policy.wasm"), plugin_bytes("choose-first")).unwrap();
+    let backend = TestBackend::start("backend-1", Behaviour::Name).await;
+    let text = config_text(
+        &[backend.addr],
+        "[upstreams.web.balancer]\nplugin = \"policy\"\n",
+        "watch_interval_ms = 20\n",
+    )
+    .replace(
+        &format!("dir = {:?}", plugin_dir().display().to_string()),
+        &format!("dir = {:?}", dir.0.display().to_string()),
+    ) + "\n[admin]\naddress = \"127.0.0.1:0\"\n";
+    let proxy = TestProxy::start(&text).await;
+    let admin_addr = proxy.server.admin_addr().unwrap();
+
+    for (round, name) in ["round-robin", "choose-first", "round-robin"]
+        .into_iter()
+        .enumerate()
+    {
+        let bytes = plugin_bytes(name);
+        let file = dir.0.join("policy.wasm");
+        // Pieces with pauses longer than the settle time: the file is open
+        // for writing all along, and that holds the reload back.
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut out = std::fs::File::create(file).unwrap();
+            for piece in bytes.chunks(bytes.len() / 8 + 1) {
+                out.write_all(piece).unwrap();
+                std::thread::sleep(weir::reload::SETTLE * 2);
+            }
+        });
+        let want = weir::plugin::digest(&plugin_bytes(name));
+        wait_for(&format!("{name} to load (round {round})"), || {
+            plugin_digest(&proxy) == want
+        })
+        .await;
+        writer.join().unwrap();
+        assert_eq!(
+            rejections(admin_addr).await,
+            0,
+            "a half-written file was loaded"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_writes_costs_a_bounded_number_of_reloads() {
+    let (dir, proxy, _backends) = start_with_policy("choose-first").await;
+    let versions = [plugin_bytes("choose-first"), plugin_bytes("round-robin")];
+    let before = proxy.server.reloads();
+    let writes = 400;
+    for i in 1..=writes {
+        std::fs::write(dir.0.join("policy.wasm"), &versions[i % 2]).unwrap();
+    }
+    // The last write (an even one) installed choose-first again: write
+    // round-robin once more, so the end state is a real change.
+    std::fs::write(dir.0.join("policy.wasm"), &versions[1]).unwrap();
+    let want = weir::plugin::digest(&versions[1]);
+    wait_for("the last write to load", || plugin_digest(&proxy) == want).await;
+    let reloads = proxy.server.reloads() - before;
+    assert!(
+        reloads <= writes as u64 / 10,
+        "{reloads} reloads for {writes} writes"
+    );
+    let after = spread(&proxy.url, 20, 2).await;
+    assert_eq!(after.values().sum::<usize>(), 20, "{after:?}");
+    assert!(after.keys().all(|(s, _)| *s == 200), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_directory_removed_and_made_again_is_watched_again() {
+    let (dir, proxy, _backends) = start_with_policy("choose-first").await;
+    for (round, name) in ["round-robin", "choose-first"].into_iter().enumerate() {
+        let good = plugin_digest(&proxy);
+        let reloads = proxy.server.reloads();
+        std::fs::remove_dir_all(&dir.0).unwrap();
+        wait_for(
+            &format!("the reload after removing the dir ({round})"),
+            || proxy.server.reloads() > reloads,
+        )
+        .await;
+        // The last good version keeps serving while the directory is gone.
+        assert_eq!(plugin_digest(&proxy), good);
+        assert_eq!(get(&client(), &proxy.url).await.0, 200);
+
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let bytes = plugin_bytes(name);
+        std::fs::write(dir.0.join("policy.wasm"), &bytes).unwrap();
+        let want = weir::plugin::digest(&bytes);
+        wait_for(&format!("{name} in the new dir ({round})"), || {
+            plugin_digest(&proxy) == want
+        })
+        .await;
+        // Written over with `cp`-style writes in the new directory, too.
+        let other = plugin_bytes(if name == "round-robin" {
+            "choose-first"
+        } else {
+            "round-robin"
+        });
+        std::fs::write(dir.0.join("policy.wasm"), &other).unwrap();
+        let want = weir::plugin::digest(&other);
+        wait_for(&format!("a write in the new dir ({round})"), || {
+            plugin_digest(&proxy) == want
+        })
+        .await;
+        std::fs::write(dir.0.join("policy.wasm"), &bytes).unwrap();
+        let want = weir::plugin::digest(&bytes);
+        wait_for(&format!("{name} again ({round})"), || {
+            plugin_digest(&proxy) == want
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_over_the_config_file_reloads_it_and_a_touch_does_not() {
+    let b1 = TestBackend::start("backend-1", Behaviour::Name).await;
+    let b2 = TestBackend::start("backend-2", Behaviour::Name).await;
+    let b3 = TestBackend::start("backend-3", Behaviour::Name).await;
+    let text = two_backend_config(&plugin_dir(), b1.addr, b2.addr);
+    let (dir, path, proxy) = start_from_file(&text).await;
+    let has = |addr: std::net::SocketAddr| {
+        let snapshot = proxy.server.snapshot();
+        let backends = snapshot.upstream("web").unwrap().backends();
+        backends.iter().any(|b| b.addr == addr)
+    };
+    // The same bytes again (a touch with new times), then an editor-style
+    // save: a temporary file renamed over the config.
+    std::fs::write(&path, &text).unwrap();
+    let temporary = dir.0.join(".weir.toml.tmp");
+    std::fs::write(
+        &temporary,
+        two_backend_config(&plugin_dir(), b3.addr, b2.addr),
+    )
+    .unwrap();
+    std::fs::rename(&temporary, &path).unwrap();
+    // The count goes up just after the swap: wait for both.
+    wait_for("the renamed config", || {
+        has(b3.addr) && proxy.server.reloads() >= 1
+    })
+    .await;
+    // One reload: the rewrite of the same bytes did not count.
+    assert_eq!(proxy.server.reloads(), 1);
+}

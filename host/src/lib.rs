@@ -29,6 +29,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod source;
 pub mod upstream;
 pub mod view;
 

@@ -16,7 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::listener::{BindError, PlainTcp, Serve, accept_loop, bind};
 use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
 use crate::proxy::Shared;
-use crate::reload::{ReloadError, ReloadKind, Reloader};
+use crate::reload::{ReloadError, ReloadKind, Reloader, Signatures, WatchMode};
 use crate::snapshot::Snapshot;
 
 /// Why weir could not start.
@@ -77,43 +77,45 @@ impl Server {
         let admin_config = config.admin.clone().zip(config.admin_addr());
         let store = Arc::new(PluginStore::new(runtime));
         let addrs = config.listen_addrs();
-        let config_path = config
-            .source
-            .path
-            .is_file()
-            .then(|| std::path::absolute(&config.source.path).ok())
-            .flatten();
+        // The file the config came from, or the config itself in memory.
+        let source = crate::source::for_config(&config);
+        // Before the first load, so no change announced after it is missed.
+        let changes = source.changes();
         let watch_interval = config
             .plugins
             .watch
             .then(|| Duration::from_millis(config.plugins.watch_interval_ms));
         // Taken before the plugins are read, so a write during startup is
         // picked up by the watcher rather than missed.
-        let baseline = crate::reload::signatures(
-            crate::snapshot::plugin_files(&config)
-                .into_iter()
-                .chain(config_path.clone())
-                .collect(),
-        );
-        let snapshot = {
+        let watched = crate::reload::watched_files(&config, &*source);
+        let (baseline, snapshot) = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || Snapshot::build(config, &store))
-                .await
-                .map_err(|e| PluginError::runtime("loading plugins", e))??
+            tokio::task::spawn_blocking(move || {
+                let baseline = Signatures::read(&watched);
+                Snapshot::build(config, &store).map(|snapshot| (baseline, snapshot))
+            })
+            .await
+            .map_err(|e| PluginError::runtime("loading plugins", e))??
         };
         snapshot.start_tasks();
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
-        let reloader = Arc::new(Reloader::new(config_path, state.clone(), store));
+        let reloader = Arc::new(Reloader::new(source, state.clone(), store));
         let (shutdown, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         if let Some(interval) = watch_interval {
             tasks.spawn(crate::reload::watch(
                 reloader.clone(),
                 interval,
+                WatchMode::from_env(),
                 baseline,
                 shutdown.subscribe(),
             ));
         }
+        tasks.spawn(crate::reload::follow(
+            reloader.clone(),
+            changes,
+            shutdown.subscribe(),
+        ));
         let shared = Arc::new(Shared {
             state: state.clone(),
             access_log: access_log.clone(),

@@ -29,8 +29,10 @@ pub struct PluginsConfig {
     pub max_instances: u32,
     /// Watch the plugin directory (and the config file) and reload on change.
     pub watch: bool,
-    /// How often the watcher looks, in milliseconds. A change is applied once
-    /// the file has stayed the same for one interval.
+    /// How often the polling watcher looks, in milliseconds, where file
+    /// events are unavailable (or `WEIR_WATCH_MODE=poll`); a change is then
+    /// applied once the file has stayed the same for one interval. With
+    /// events a change applies once writes have settled (about 100 ms).
     pub watch_interval_ms: u64,
     /// Keep compiled plugins on disk, keyed by content, so a restart with
     /// unchanged plugins does not compile again.
