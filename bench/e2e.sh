@@ -16,7 +16,10 @@
 #                       work dir); default false, like nginx and HAProxy here
 #   env AB              what --ab compares (A on 18092 against B, weir-native,
 #                       on 18093): plugin (default: the round-robin plugin),
-#                       log (the JSON access log on), filter (one empty filter);
+#                       log (the JSON access log on), filter (one empty filter),
+#                       build (the weir binary in env WEIR_A, e.g. one built
+#                       from an earlier commit, both with native round robin:
+#                       a before/after comparison of a change);
 #                       without --ab, A is what the harness runs as weir-wasm
 #   env CARGO_TARGET_DIR (default target/), WEIR_PLUGIN_DIR (default
 #                       $CARGO_TARGET_DIR/plugins, built by `cargo xtask plugins`)
@@ -77,19 +80,22 @@ case "${AB:-plugin}" in
     config 18092 "" "" true > "$W/wasm.toml" ;;
   filter) LABEL="A = native + one filter (pass-filter), B = native"
     config 18092 "" $'[[routes.filters]]\nplugin = "pass-filter"\n' > "$W/wasm.toml" ;;
-  *) echo "AB must be plugin, log or filter" >&2; exit 2 ;;
+  build) [ -x "${WEIR_A:-}" ] || { echo "AB=build needs WEIR_A, a weir binary" >&2; exit 2; }
+    LABEL="A = $WEIR_A, B = this build, both native round robin"
+    config 18092 "" > "$W/wasm.toml" ;;
+  *) echo "AB must be plugin, log, filter or build" >&2; exit 2 ;;
 esac
 config 18093 "" > "$W/native.toml"
 
-start() { # name port
+start() { # name port [binary]
   if ss -Hltn "sport = :$2" | grep -q .; then echo "port $2 is already in use" >&2; exit 1; fi
-  WEIR_LOG=warn taskset -c 1 "$WEIR" run --config "$W/$1.toml" 2>"$W/$1.log" & PIDS+=($!)
+  WEIR_LOG=warn taskset -c 1 "${3:-$WEIR}" run --config "$W/$1.toml" 2>"$W/$1.log" & PIDS+=($!)
   for _ in $(seq 100); do
     ss -Hltn "sport = :$2" | grep -q . && return 0
     kill -0 "${PIDS[-1]}" 2>/dev/null || break; sleep 0.1
   done
   echo "weir ($1) did not start listening on $2:" >&2; cat "$W/$1.log" >&2; exit 1; }
-start wasm 18092
+if [ "${AB:-}" = build ]; then start wasm 18092 "$WEIR_A"; else start wasm 18092; fi
 start native 18093
 
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); weir $(git describe --always --dirty 2>/dev/null || echo "(no git)")"
