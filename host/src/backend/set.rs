@@ -1,6 +1,7 @@
 //! The immutable set of an upstream's backends a policy chooses from.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,8 +13,33 @@ use super::{Backend, BackendId, Health};
 pub struct BackendSet {
     generation: u64,
     backends: Vec<Arc<Backend>>,
-    by_id: HashMap<BackendId, usize>,
+    by_id: HashMap<BackendId, usize, BuildHasherDefault<IdHasher>>,
     eligible: Vec<Arc<Backend>>,
+}
+
+/// Hashes a [`BackendId`] as itself. Ids are weir's own small counters,
+/// never chosen by a client or a plugin, so there is no flooding to defend
+/// against, and every request looks one up (the policy's answer is checked
+/// against the set): SipHash there cost about 15 ns a request.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for `u32` keys; kept correct for any key all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u32(&mut self, id: u32) {
+        // Spread the bits: hashbrown takes its control bytes from the top.
+        self.0 = u64::from(id).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
