@@ -230,3 +230,67 @@ async fn malformed_http_gets_400() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(backend.requests(), 0);
 }
+
+/// RFC 9112 section 3.2: no `Host` on HTTP/1.1, two of them, or a bad one
+/// is a 400 before routing, counted by reason, and reaches no backend; the
+/// next good request on a fresh connection is served.
+#[tokio::test]
+async fn requests_breaking_the_host_rules_get_400_and_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = TestBackend::start("backend-1", Behaviour::Name).await;
+    let text = format!(
+        "{}\n[admin]\naddress = \"127.0.0.1:0\"\n",
+        config_text(&[backend.addr], RR, "")
+    );
+    let proxy = TestProxy::start(&text).await;
+    let addr = proxy.server.local_addrs()[0];
+    let raw = |request: &'static [u8]| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    for (request, why) in [
+        (
+            &b"GET / HTTP/1.1\r\nconnection: close\r\n\r\n"[..],
+            "needs a Host header",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\nconnection: close\r\n\r\n",
+            "one Host header",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nhost: a b\r\nconnection: close\r\n\r\n",
+            "not a valid host",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nhost: evil@a\r\nconnection: close\r\n\r\n",
+            "not a valid host",
+        ),
+    ] {
+        let answer = raw(request).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains(why), "{answer}");
+    }
+    assert_eq!(backend.requests(), 0);
+    // HTTP/1.0 may leave Host out; a good HTTP/1.1 request is served.
+    let answer = raw(b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(
+        answer.starts_with("HTTP/1.") && answer.contains(" 200 "),
+        "{answer}"
+    );
+    let answer = raw(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let admin_addr = proxy.server.admin_addr().unwrap();
+    let (status, metrics) = admin(admin_addr, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200);
+    for line in [
+        "weir_requests_refused_total{reason=\"missing_host\"} 1",
+        "weir_requests_refused_total{reason=\"duplicate_host\"} 1",
+        "weir_requests_refused_total{reason=\"bad_host\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}

@@ -44,6 +44,8 @@ pub struct Admin {
     pub access_log: Option<Arc<AccessLog>>,
     /// Required bearer token, if any.
     pub token: Option<String>,
+    /// Requests the proxy refused before routing, by reason.
+    pub refused: Arc<crate::proxy::RefusedRequests>,
 }
 
 impl Admin {
@@ -100,6 +102,7 @@ impl Admin {
                     plugin_refusals: self.reloader.store().runtime().refusals(),
                     plugin_log_dropped: self.reloader.store().runtime().log_dropped(),
                     log_dropped: crate::logging::dropped_lines(),
+                    requests_refused: self.refused.by_reason(),
                 };
                 let mut response = text(StatusCode::OK, metrics::render(&snapshot, &counters));
                 response.headers_mut().insert(

@@ -15,7 +15,7 @@ use crate::admin::Admin;
 use crate::config::{Config, ConfigError};
 use crate::listener::{BindError, PlainTcp, Serve, accept_loop, bind};
 use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
-use crate::proxy::Shared;
+use crate::proxy::{RefusedRequests, Shared};
 use crate::reload::{ReloadError, ReloadKind, Reloader, Signatures, WatchMode};
 use crate::snapshot::Snapshot;
 
@@ -116,9 +116,11 @@ impl Server {
             changes,
             shutdown.subscribe(),
         ));
+        let refused = Arc::new(RefusedRequests::default());
         let shared = Arc::new(Shared {
             state: state.clone(),
             access_log: access_log.clone(),
+            refused: refused.clone(),
         });
         let mut bound = Vec::new();
         for addr in addrs {
@@ -149,6 +151,7 @@ impl Server {
                 reloader: reloader.clone(),
                 access_log,
                 token: admin.token(),
+                refused,
             });
             let handler = move |request, _conn| {
                 let admin = admin.clone();

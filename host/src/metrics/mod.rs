@@ -29,6 +29,8 @@ pub struct ProcessCounters {
     pub plugin_log_dropped: Vec<(String, u64)>,
     /// weir's own log lines dropped because stderr fell behind.
     pub log_dropped: u64,
+    /// Requests refused before routing (400), by reason.
+    pub requests_refused: Vec<(&'static str, u64)>,
 }
 
 /// The content type of [`render`]'s output.
@@ -312,6 +314,20 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         "counter",
         "Plugin log lines dropped because the plugin logged over its rate.",
         &plugin_log,
+        u64::to_string,
+    );
+
+    let refused: Vec<_> = process
+        .requests_refused
+        .iter()
+        .map(|(reason, n)| (format!("reason=\"{reason}\""), *n))
+        .collect();
+    family(
+        &mut out,
+        "weir_requests_refused_total",
+        "counter",
+        "Requests answered 400 before routing: no Host, two Host headers, or a bad one.",
+        &refused,
         u64::to_string,
     );
 

@@ -22,6 +22,8 @@ pub(crate) struct RequestCtx {
     pub(crate) snapshot: Arc<Snapshot>,
     /// The client connection it came on.
     pub(crate) conn: Arc<ConnectionInfo>,
+    /// Where refusals before routing are counted.
+    pub(crate) refused: Arc<super::RefusedRequests>,
     /// The host the client asked for.
     pub(crate) host: Option<String>,
     /// Its access-log line, when there is an access log.
@@ -54,6 +56,7 @@ impl RequestCtx {
         RequestCtx {
             snapshot: shared.state.load_full(),
             conn,
+            refused: shared.refused.clone(),
             host,
             log,
             route: None,

@@ -13,6 +13,8 @@ use crate::policy::PolicyError;
 /// Why weir answered a request itself.
 #[derive(Debug)]
 pub(crate) enum ProxyError {
+    /// The request's head breaks HTTP's host rules (400).
+    Refused(super::refused::Refusal),
     /// No route matches the host and path (404).
     NoRoute,
     /// A filter failed under `on_failure = "closed"` (503).
@@ -46,7 +48,7 @@ impl ProxyError {
             ProxyError::FilterFailed { .. }
             | ProxyError::NoBackend(_)
             | ProxyError::BalancerFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadTarget(_) | ProxyError::Refused(_) => StatusCode::BAD_REQUEST,
             ProxyError::Backend { status, .. } => *status,
         }
     }
@@ -56,6 +58,7 @@ impl ProxyError {
         self.log(ctx);
         let status = self.status();
         let response = match &self {
+            ProxyError::Refused(refusal) => plain(status, refusal.why()),
             ProxyError::NoRoute => plain(status, "no route matches this request"),
             ProxyError::FilterFailed { .. } => plain(status, "a request filter failed"),
             ProxyError::NoBackend(why) | ProxyError::Backend { why, .. } => plain(status, why),
@@ -75,6 +78,9 @@ impl ProxyError {
         let route = ctx.route.as_ref().map(|r| r.name.as_str());
         let upstream = ctx.upstream.as_ref().map(|u| u.name());
         match self {
+            ProxyError::Refused(refusal) => {
+                tracing::debug!(client = %ctx.conn.client, "400: {}", refusal.why());
+            }
             ProxyError::NoRoute => {
                 tracing::debug!(host = ctx.host, "no route");
             }

@@ -13,6 +13,7 @@ mod filters;
 mod forward;
 mod headers;
 mod log;
+mod refused;
 mod retry;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 pub use body::{ProxyBody, full, text};
+pub use refused::RefusedRequests;
 
 use crate::access_log::AccessLog;
 use crate::connection::ConnectionInfo;
@@ -44,6 +46,8 @@ pub struct Shared {
     pub state: Arc<ArcSwap<Snapshot>>,
     /// Where request lines go, if anywhere.
     pub access_log: Option<Arc<AccessLog>>,
+    /// Requests refused before routing, by reason.
+    pub refused: Arc<RefusedRequests>,
 }
 
 /// Handles one client request on `conn` against the current snapshot.
@@ -66,6 +70,10 @@ async fn proxy(
     parts: &mut Parts,
     body: Incoming,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    if let Err(refusal) = refused::check_host(parts) {
+        ctx.refused.count(refusal);
+        return Err(ProxyError::Refused(refusal));
+    }
     let route = ctx
         .snapshot
         .route(ctx.host.as_deref(), parts.uri.path())
