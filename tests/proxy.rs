@@ -294,3 +294,60 @@ async fn requests_breaking_the_host_rules_get_400_and_are_counted() {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
 }
+
+/// A head over the listener's `max_request_head_bytes` gets 431, a long
+/// request line included (414 needs a line over 64 KiB that fits the
+/// limit); neither reaches a backend, both are counted, and the next good
+/// request on a fresh connection is served.
+#[tokio::test]
+async fn oversized_request_heads_get_431_and_are_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = TestBackend::start("backend-1", Behaviour::Name).await;
+    let text = config_text(&[backend.addr], RR, "").replacen(
+        "[[listeners]]\n",
+        "[[listeners]]\nmax_request_head_bytes = 16384\n",
+        1,
+    );
+    let text = format!("{text}\n[admin]\naddress = \"127.0.0.1:0\"\n");
+    assert!(text.contains("max_request_head_bytes = 16384"), "{text}");
+    let proxy = TestProxy::start(&text).await;
+    let addr = proxy.server.local_addrs()[0];
+    let raw = |request: Vec<u8>| async move {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        // The server may answer and close before it has read it all.
+        let _ = stream.write_all(&request).await;
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let answer = raw(big_header.into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let long_line = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+    let answer = raw(long_line.into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // Just under the limit is served.
+    let fits = format!(
+        "GET / HTTP/1.1\r\nhost: x\r\nx-big: {}\r\nconnection: close\r\n\r\n",
+        "a".repeat(12_000)
+    );
+    let answer = raw(fits.into_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(backend.requests(), 1);
+    let admin_addr = proxy.server.admin_addr().unwrap();
+    let metric = "weir_requests_refused_total{reason=\"head_too_large\"} 2";
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = admin(admin_addr, "GET", "/metrics", None, "").await.1;
+        if metrics.contains(metric) {
+            break;
+        }
+        // The count lands when the refused connection's task ends.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(metrics.contains(metric), "{metric} in\n{metrics}");
+}

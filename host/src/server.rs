@@ -76,7 +76,15 @@ impl Server {
             .map(Arc::new);
         let admin_config = config.admin.clone().zip(config.admin_addr());
         let store = Arc::new(PluginStore::new(runtime));
-        let addrs = config.listen_addrs();
+        let listeners: Vec<(SocketAddr, usize)> = config
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                let addr = l.address.get_ref().parse().ok()?;
+                // Validated within 8 KiB..=1 MiB.
+                Some((addr, l.max_request_head_bytes as usize))
+            })
+            .collect();
         // The file the config came from, or the config itself in memory.
         let source = crate::source::for_config(&config);
         // Before the first load, so no change announced after it is missed.
@@ -123,7 +131,7 @@ impl Server {
             refused: refused.clone(),
         });
         let mut bound = Vec::new();
-        for addr in addrs {
+        for (addr, max_head_bytes) in listeners {
             let (listener, local) = bind(addr).await.map_err(StartError::from)?;
             tracing::info!(addr = %local, "listening");
             bound.push(local);
@@ -136,6 +144,8 @@ impl Server {
                 acceptor: PlainTcp,
                 handler,
                 http1_only: false,
+                max_head_bytes,
+                refused: Some(refused.clone()),
             };
             tasks.spawn(accept_loop(listener, serve, shutdown.subscribe()));
         }
@@ -161,6 +171,8 @@ impl Server {
                 acceptor: PlainTcp,
                 handler,
                 http1_only: true,
+                max_head_bytes: crate::config::DEFAULT_MAX_REQUEST_HEAD_BYTES as usize,
+                refused: None,
             };
             tasks.spawn(accept_loop(listener, serve, shutdown.subscribe()));
         }

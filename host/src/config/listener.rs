@@ -15,6 +15,24 @@ use super::validate::{Checker, Place};
 pub struct ListenerConfig {
     /// `ip:port` to bind; port 0 picks a free port.
     pub address: Spanned<String>,
+    /// The largest HTTP/1.1 request head (request line and headers) a
+    /// client may send, in bytes; over it the client gets `431`. (With a
+    /// limit over 64 KiB, a request line over 64 KiB that fits gets `414`.)
+    /// Within 8192..=1048576.
+    #[serde(default = "default_max_request_head_bytes")]
+    pub max_request_head_bytes: u64,
+}
+
+/// The default request head limit: 64 KiB, like HAProxy's and Envoy's
+/// default buffers and four of nginx's large header buffers over.
+pub const DEFAULT_MAX_REQUEST_HEAD_BYTES: u64 = 64 * 1024;
+
+/// The bounds of `max_request_head_bytes` (hyper's smallest read buffer,
+/// and 1 MiB).
+pub const REQUEST_HEAD_BYTES: std::ops::RangeInclusive<u64> = 8192..=1 << 20;
+
+fn default_max_request_head_bytes() -> u64 {
+    DEFAULT_MAX_REQUEST_HEAD_BYTES
 }
 
 /// The admin listener: JSON API over upstreams and backends, and
@@ -54,7 +72,13 @@ impl Checker<'_> {
         self.ensure(!listeners.is_empty(), &at, || {
             "no [[listeners]]: weir needs at least one".to_string()
         })?;
-        for listener in listeners {
+        for (index, listener) in listeners.iter().enumerate() {
+            self.within(
+                listener.max_request_head_bytes,
+                REQUEST_HEAD_BYTES,
+                &at.index(index).key("max_request_head_bytes"),
+                "listener max_request_head_bytes",
+            )?;
             let address = listener.address.get_ref();
             if address.parse::<SocketAddr>().is_err() {
                 return Err(self.config.error(
@@ -104,6 +128,27 @@ mod tests {
             &text,
             "listeners = []",
             &["no [[listeners]]: weir needs at least one"],
+        );
+    }
+
+    #[test]
+    fn the_request_head_limit_is_bounded_at_its_line() {
+        let listener = "[[listeners]]\naddress = \"127.0.0.1:0\"\n";
+        for bad in ["4096", "2000000"] {
+            let text = GOOD.replace(
+                listener,
+                &format!("{listener}max_request_head_bytes = {bad}\n"),
+            );
+            assert_refused_at(
+                &text,
+                &format!("max_request_head_bytes = {bad}"),
+                &["listener max_request_head_bytes must be within 8192..=1048576"],
+            );
+        }
+        let config = parse(GOOD).unwrap();
+        assert_eq!(
+            config.listeners[0].max_request_head_bytes,
+            super::DEFAULT_MAX_REQUEST_HEAD_BYTES
         );
     }
 

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 pub use acceptor::{Acceptor, PlainTcp};
 
 use crate::connection::{ConnectionInfo, Protocols};
-use crate::proxy::ProxyBody;
+use crate::proxy::{ProxyBody, RefusedRequests};
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,6 +59,11 @@ pub struct Serve<A, H> {
     pub handler: H,
     /// HTTP/1.1 only, whatever the connection could do (the admin API).
     pub http1_only: bool,
+    /// The largest HTTP/1.1 request head read (at least 8192): over it the
+    /// client gets 431, or 414 for the request line.
+    pub max_head_bytes: usize,
+    /// Where heads refused for their size are counted, if anywhere.
+    pub refused: Option<Arc<RefusedRequests>>,
 }
 
 /// Accepts connections on `listener` and serves them with `serve` until
@@ -129,7 +134,17 @@ async fn connection<A, H, F>(
         let answer = handler(request, info.clone());
         async move { Ok::<_, Infallible>(answer.await) }
     });
-    serve_http(stream, client, service, protocols, shutdown).await;
+    let limits = Limits {
+        max_head_bytes: serve.max_head_bytes,
+        refused: serve.refused.clone(),
+    };
+    serve_http(stream, client, service, protocols, limits, shutdown).await;
+}
+
+/// What bounds one connection's HTTP.
+struct Limits {
+    max_head_bytes: usize,
+    refused: Option<Arc<RefusedRequests>>,
 }
 
 async fn serve_http<S, IO>(
@@ -137,6 +152,7 @@ async fn serve_http<S, IO>(
     client: SocketAddr,
     service: S,
     protocols: Protocols,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -152,7 +168,9 @@ async fn serve_http<S, IO>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // hyper answers a head over the buffer with 431 (414 for the line).
+        .max_buf_size(limits.max_head_bytes.max(8192));
     builder.http2().timer(TokioTimer::new());
     builder = match protocols {
         Protocols::Auto => builder,
@@ -164,6 +182,12 @@ async fn serve_http<S, IO>(
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
+                let too_large = error
+                    .downcast_ref::<hyper::Error>()
+                    .is_some_and(hyper::Error::is_parse_too_large);
+                if too_large && let Some(refused) = &limits.refused {
+                    refused.count_head_too_large();
+                }
                 tracing::debug!(%client, error = %error, "client connection ended with an error");
             }
         }
@@ -224,6 +248,8 @@ mod tests {
             acceptor: RefuseFirst::default(),
             handler,
             http1_only: false,
+            max_head_bytes: 8192,
+            refused: None,
         };
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, serve, stopped));
@@ -251,6 +277,8 @@ mod tests {
             acceptor: PlainTcp,
             handler,
             http1_only: true,
+            max_head_bytes: 8192,
+            refused: None,
         };
         let (_stop, stopped) = watch::channel(false);
         tokio::spawn(accept_loop(listener, serve, stopped));

@@ -29,7 +29,7 @@ pub struct ProcessCounters {
     pub plugin_log_dropped: Vec<(String, u64)>,
     /// weir's own log lines dropped because stderr fell behind.
     pub log_dropped: u64,
-    /// Requests refused before routing (400), by reason.
+    /// Requests refused before routing (400, 431), by reason.
     pub requests_refused: Vec<(&'static str, u64)>,
 }
 
@@ -326,7 +326,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         &mut out,
         "weir_requests_refused_total",
         "counter",
-        "Requests answered 400 before routing: no Host, two Host headers, or a bad one.",
+        "Requests refused before routing: 400 for no Host, two or a bad one; 431 for a head over the listener limit.",
         &refused,
         u64::to_string,
     );

@@ -1,6 +1,7 @@
 //! Requests refused before routing because their head breaks HTTP's rules
-//! about the target host (RFC 9112 section 3.2): counted per reason for
-//! `/metrics` (`weir_requests_refused_total{reason}`).
+//! about the target host (RFC 9112 section 3.2) or the listener's size
+//! limit: counted per reason for `/metrics`
+//! (`weir_requests_refused_total{reason}`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,10 +17,18 @@ pub(crate) enum Refusal {
     TwoHosts,
     /// A `Host` value that is not a host and optional port.
     BadHost,
+    /// A request head over the listener's `max_request_head_bytes` (431),
+    /// or a request line over 64 KiB (414); answered by the HTTP parser.
+    HeadTooLarge,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 3] = [Refusal::NoHost, Refusal::TwoHosts, Refusal::BadHost];
+    const ALL: [Refusal; 4] = [
+        Refusal::NoHost,
+        Refusal::TwoHosts,
+        Refusal::BadHost,
+        Refusal::HeadTooLarge,
+    ];
 
     /// The `reason` label.
     pub(crate) fn as_str(self) -> &'static str {
@@ -27,6 +36,7 @@ impl Refusal {
             Refusal::NoHost => "missing_host",
             Refusal::TwoHosts => "duplicate_host",
             Refusal::BadHost => "bad_host",
+            Refusal::HeadTooLarge => "head_too_large",
         }
     }
 
@@ -36,17 +46,23 @@ impl Refusal {
             Refusal::NoHost => "an HTTP/1.1 request needs a Host header",
             Refusal::TwoHosts => "a request may carry one Host header",
             Refusal::BadHost => "the Host header is not a valid host",
+            Refusal::HeadTooLarge => "the request head is too large",
         }
     }
 }
 
 /// Refusals counted by one server, by reason.
 #[derive(Debug, Default)]
-pub struct RefusedRequests([AtomicU64; 3]);
+pub struct RefusedRequests([AtomicU64; 4]);
 
 impl RefusedRequests {
     pub(crate) fn count(&self, refusal: Refusal) {
         self.0[refusal as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request head refused for its size by the HTTP parser.
+    pub fn count_head_too_large(&self) {
+        self.count(Refusal::HeadTooLarge);
     }
 
     /// Each reason's label with its count, for `/metrics`.
@@ -131,7 +147,12 @@ mod tests {
         counted.count(Refusal::NoHost);
         assert_eq!(
             counted.by_reason(),
-            [("missing_host", 1), ("duplicate_host", 0), ("bad_host", 2)]
+            [
+                ("missing_host", 1),
+                ("duplicate_host", 0),
+                ("bad_host", 2),
+                ("head_too_large", 0)
+            ]
         );
     }
 }
