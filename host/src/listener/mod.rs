@@ -134,25 +134,27 @@ async fn connection<A, H, F>(
         let answer = handler(request, info.clone());
         async move { Ok::<_, Infallible>(answer.await) }
     });
-    let limits = Limits {
-        max_head_bytes: serve.max_head_bytes,
-        refused: serve.refused.clone(),
-    };
-    serve_http(stream, client, service, protocols, limits, shutdown).await;
+    let refused = serve.refused.as_deref();
+    serve_http(
+        stream,
+        client,
+        service,
+        protocols,
+        (serve.max_head_bytes, refused),
+        shutdown,
+    )
+    .await;
 }
 
-/// What bounds one connection's HTTP.
-struct Limits {
-    max_head_bytes: usize,
-    refused: Option<Arc<RefusedRequests>>,
-}
-
+/// Serves HTTP on `stream` until it closes or `shutdown` fires, with
+/// the largest request head to read and where heads refused for size are
+/// counted.
 async fn serve_http<S, IO>(
     stream: IO,
     client: SocketAddr,
     service: S,
     protocols: Protocols,
-    limits: Limits,
+    (max_head_bytes, refused): (usize, Option<&RefusedRequests>),
     mut shutdown: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -170,7 +172,7 @@ async fn serve_http<S, IO>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         // hyper answers a head over the buffer with 431 (414 for the line).
-        .max_buf_size(limits.max_head_bytes.max(8192));
+        .max_buf_size(max_head_bytes.max(8192));
     builder.http2().timer(TokioTimer::new());
     builder = match protocols {
         Protocols::Auto => builder,
@@ -185,7 +187,7 @@ async fn serve_http<S, IO>(
                 let too_large = error
                     .downcast_ref::<hyper::Error>()
                     .is_some_and(hyper::Error::is_parse_too_large);
-                if too_large && let Some(refused) = &limits.refused {
+                if too_large && let Some(refused) = refused {
                     refused.count_head_too_large();
                 }
                 tracing::debug!(%client, error = %error, "client connection ended with an error");
