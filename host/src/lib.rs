@@ -30,6 +30,7 @@ pub mod router;
 pub mod server;
 pub mod snapshot;
 pub mod source;
+pub mod tls;
 pub mod upstream;
 pub mod view;
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod binary;
+pub mod certs;
 #[allow(unused_imports)]
 pub use binary::{Child, spawn_run, weir};
 
