@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -97,6 +97,16 @@ pub struct Entry<'a> {
     pub filter: Option<&'a str>,
     /// Backends tried (more than 1 after retries).
     pub attempts: u32,
+    /// The TLS version, on a TLS connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<&'a str>,
+    /// The server name the client asked for (SNI), on a TLS connection
+    /// that sent one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<&'a str>,
+    /// The verified client certificate's subject, when one was presented.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<&'a str>,
 }
 
 impl AccessLog {
@@ -225,31 +235,19 @@ fn write_text(out: &mut Vec<u8>, e: &Entry) {
         dash(e.filter),
         e.attempts
     );
+    // TLS facts only on TLS connections: plain lines stay as they were.
+    if let Some(version) = e.tls_version {
+        out.pop();
+        let _ = writeln!(
+            out,
+            " tls={version} sni={} client_cert={:?}",
+            dash(e.sni),
+            e.client_cert.unwrap_or("-")
+        );
+    }
 }
 
-/// `time` as RFC 3339 in UTC with milliseconds.
-pub fn rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = since.as_secs();
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days to civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60,
-        since.subsec_millis()
-    )
-}
+pub use crate::date::rfc3339_millis as rfc3339;
 
 #[cfg(test)]
 mod tests {
@@ -269,15 +267,6 @@ mod tests {
     }
 
     #[test]
-    fn formats_rfc3339_in_utc() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_600_000_123);
-        assert_eq!(rfc3339(t), "2026-11-25T09:46:40.123Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
-    }
-
-    #[test]
     fn text_lines_name_every_field() {
         let entry = Entry {
             time: "t".into(),
@@ -294,6 +283,9 @@ mod tests {
             plugin: Some("round-robin"),
             filter: None,
             attempts: 1,
+            tls_version: None,
+            sni: None,
+            client_cert: None,
         };
         let mut line = Vec::new();
         write_text(&mut line, &entry);
@@ -305,5 +297,20 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&entry).unwrap()).unwrap();
         assert_eq!(json["status"], 200);
         assert_eq!(json["host"], serde_json::Value::Null);
+        assert!(json.get("tls_version").is_none(), "{json}");
+        // On a TLS connection the line ends with the TLS facts.
+        let entry = Entry {
+            tls_version: Some("TLSv1.3"),
+            sni: Some("api.test"),
+            client_cert: Some("CN=a \"b\""),
+            ..entry
+        };
+        let mut line = Vec::new();
+        write_text(&mut line, &entry);
+        let line = String::from_utf8(line).unwrap();
+        assert!(
+            line.ends_with(" attempts=1 tls=TLSv1.3 sni=api.test client_cert=\"CN=a \\\"b\\\"\"\n"),
+            "{line}"
+        );
     }
 }

@@ -46,6 +46,8 @@ pub struct Admin {
     pub token: Option<String>,
     /// Requests the proxy refused before routing, by reason.
     pub refused: Arc<crate::proxy::RefusedRequests>,
+    /// Each TLS listener's address and handshake counters.
+    pub handshakes: Vec<(String, Arc<crate::listener::HandshakeStats>)>,
 }
 
 impl Admin {
@@ -103,6 +105,15 @@ impl Admin {
                     plugin_log_dropped: self.reloader.store().runtime().log_dropped(),
                     log_dropped: crate::logging::dropped_lines(),
                     requests_refused: self.refused.by_reason(),
+                    handshakes: self
+                        .handshakes
+                        .iter()
+                        .map(|(listener, stats)| metrics::Handshakes {
+                            listener: listener.clone(),
+                            done: stats.done(),
+                            failed: stats.failed(),
+                        })
+                        .collect(),
                 };
                 let mut response = text(StatusCode::OK, metrics::render(&snapshot, &counters));
                 response.headers_mut().insert(

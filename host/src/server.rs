@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::{Config, ConfigError};
-use crate::listener::{BindError, PlainTcp, Serve, accept_loop, bind};
+use crate::listener::{BindError, HandshakeStats, PlainTcp, Serve, TlsAcceptor, accept_loop, bind};
 use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
 use crate::proxy::{RefusedRequests, Shared};
 use crate::reload::{ReloadError, ReloadKind, Reloader, Signatures, WatchMode};
@@ -76,13 +76,13 @@ impl Server {
             .map(Arc::new);
         let admin_config = config.admin.clone().zip(config.admin_addr());
         let store = Arc::new(PluginStore::new(runtime));
-        let listeners: Vec<(SocketAddr, usize)> = config
+        let listeners: Vec<(SocketAddr, usize, bool)> = config
             .listeners
             .iter()
             .filter_map(|l| {
                 let addr = l.address.get_ref().parse().ok()?;
                 // Validated within 8 KiB..=1 MiB.
-                Some((addr, l.max_request_head_bytes as usize))
+                Some((addr, l.max_request_head_bytes as usize, l.tls.is_some()))
             })
             .collect();
         // The file the config came from, or the config itself in memory.
@@ -131,9 +131,10 @@ impl Server {
             refused: refused.clone(),
         });
         let mut bound = Vec::new();
-        for (addr, max_head_bytes) in listeners {
+        let mut handshakes = Vec::new();
+        for (index, (addr, max_head_bytes, tls)) in listeners.into_iter().enumerate() {
             let (listener, local) = bind(addr).await.map_err(StartError::from)?;
-            tracing::info!(addr = %local, "listening");
+            tracing::info!(addr = %local, tls, "listening");
             bound.push(local);
             let shared = shared.clone();
             let handler = move |request, conn| {
@@ -147,7 +148,16 @@ impl Server {
                 max_head_bytes,
                 refused: Some(refused.clone()),
             };
-            tasks.spawn(accept_loop(listener, serve, shutdown.subscribe()));
+            let stop = shutdown.subscribe();
+            if tls {
+                let stats = Arc::new(HandshakeStats::default());
+                handshakes.push((local.to_string(), stats.clone()));
+                let acceptor = TlsAcceptor::new(state.clone(), index, stats);
+                let serve = serve.with_acceptor(acceptor);
+                tasks.spawn(accept_loop(listener, serve, stop));
+            } else {
+                tasks.spawn(accept_loop(listener, serve, stop));
+            }
         }
         let mut admin_addr = None;
         if let Some((admin, addr)) = admin_config {
@@ -162,6 +172,7 @@ impl Server {
                 access_log,
                 token: admin.token(),
                 refused,
+                handshakes,
             });
             let handler = move |request, _conn| {
                 let admin = admin.clone();

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::{Config, ConfigError, FilterFailure};
 use crate::plugin::{BalancerPool, Calls, FilterPool, LoadedPlugin, PluginStore};
 use crate::router::Router;
+use crate::termination::ListenerTls;
 use crate::upstream::{PluginBalancer, Upstream};
 
 /// One consistent view of the configuration, built off the request path.
@@ -15,6 +16,7 @@ pub struct Snapshot {
     router: Router<Arc<Route>>,
     routes: Vec<Arc<Route>>,
     upstreams: BTreeMap<String, Arc<Upstream>>,
+    listener_tls: ListenerTls,
 }
 
 /// Where a route leads: its filter chain, then its upstream.
@@ -56,6 +58,7 @@ impl Snapshot {
         store: &PluginStore,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, ConfigError> {
+        let listener_tls = ListenerTls::build(&config, previous.map(|p| &p.listener_tls))?;
         let plugin_dir = config.plugin_dir();
         let mut loaded: HashMap<String, Arc<LoadedPlugin>> = HashMap::new();
         // Loads each plugin file once per build; a file that does not load
@@ -139,6 +142,7 @@ impl Snapshot {
             router,
             routes: in_order,
             upstreams,
+            listener_tls,
         })
     }
 
@@ -160,6 +164,11 @@ impl Snapshot {
     /// The plugin files this snapshot's config names, for the watcher.
     pub fn plugin_files(&self) -> Vec<std::path::PathBuf> {
         plugin_files(&self.config)
+    }
+
+    /// The TLS of each listener, in config order.
+    pub fn listener_tls(&self) -> &ListenerTls {
+        &self.listener_tls
     }
 
     /// The configuration this snapshot was built from.

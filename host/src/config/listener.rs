@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::ConfigError;
+use super::tls::ListenerTlsConfig;
 use super::validate::{Checker, Place};
 
 /// One listening socket.
@@ -21,6 +22,8 @@ pub struct ListenerConfig {
     /// Within 8192..=1048576.
     #[serde(default = "default_max_request_head_bytes")]
     pub max_request_head_bytes: u64,
+    /// Terminate TLS on this listener (see [`ListenerTlsConfig`]).
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 /// The default request head limit: 64 KiB, like HAProxy's and Envoy's
@@ -79,6 +82,9 @@ impl Checker<'_> {
                 &at.index(index).key("max_request_head_bytes"),
                 "listener max_request_head_bytes",
             )?;
+            if let Some(tls) = &listener.tls {
+                self.listener_tls(&at.index(index).key("tls"), tls)?;
+            }
             let address = listener.address.get_ref();
             if address.parse::<SocketAddr>().is_err() {
                 return Err(self.config.error(

@@ -18,6 +18,7 @@ mod load;
 mod plugins;
 mod route;
 mod spans;
+mod tls;
 mod upstream;
 mod validate;
 
@@ -37,6 +38,9 @@ pub use listener::{AdminConfig, DEFAULT_MAX_REQUEST_HEAD_BYTES, ListenerConfig};
 pub use load::{ConfigError, MAX_CONFIG_BYTES};
 pub use plugins::{DEFAULT_LINES_PER_SECOND, MAX_LINES_PER_SECOND, PluginsConfig};
 pub use route::{FilterConfig, FilterFailure, RouteConfig};
+pub use tls::{
+    CertificateConfig, ClientAuthConfig, DEFAULT_HANDSHAKE_TIMEOUT_MS, ListenerTlsConfig,
+};
 pub use upstream::{OutlierConfig, RetryConfig, UpstreamConfig};
 
 /// The whole configuration, as written in the TOML file.
@@ -85,6 +89,16 @@ pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 pub const MAX_EJECTION_MS: u64 = 7 * 24 * 3_600_000;
 
 impl Config {
+    /// The directory relative paths in the config are resolved against:
+    /// the config file's own (empty for a bare file name).
+    pub fn base_dir(&self) -> PathBuf {
+        self.source
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     /// The plugin directory, resolved against the config file's directory.
     pub fn plugin_dir(&self) -> PathBuf {
         if self.plugins.dir.is_absolute() {

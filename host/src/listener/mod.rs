@@ -4,6 +4,7 @@
 //! [`ConnectionInfo`] to a handler.
 
 mod acceptor;
+mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 pub use acceptor::{Acceptor, PlainTcp};
+pub use tls::{HandshakeFailure, HandshakeStats, TlsAcceptor};
 
 use crate::connection::{ConnectionInfo, Protocols};
 use crate::proxy::{ProxyBody, RefusedRequests};
@@ -64,6 +66,19 @@ pub struct Serve<A, H> {
     pub max_head_bytes: usize,
     /// Where heads refused for their size are counted, if anywhere.
     pub refused: Option<Arc<RefusedRequests>>,
+}
+
+impl<A, H> Serve<A, H> {
+    /// The same, accepting with `acceptor` instead.
+    pub fn with_acceptor<B>(self, acceptor: B) -> Serve<B, H> {
+        Serve {
+            acceptor,
+            handler: self.handler,
+            http1_only: self.http1_only,
+            max_head_bytes: self.max_head_bytes,
+            refused: self.refused,
+        }
+    }
 }
 
 /// Accepts connections on `listener` and serves them with `serve` until

@@ -4,6 +4,9 @@
 mod cells;
 pub use crate::histogram;
 mod plugins;
+mod tls;
+
+pub use tls::Handshakes;
 
 use std::fmt::Write;
 
@@ -31,6 +34,8 @@ pub struct ProcessCounters {
     pub log_dropped: u64,
     /// Requests refused before routing (400, 431), by reason.
     pub requests_refused: Vec<(&'static str, u64)>,
+    /// TLS handshakes of each TLS listener.
+    pub handshakes: Vec<Handshakes>,
 }
 
 /// The content type of [`render`]'s output.
@@ -286,6 +291,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
     plugins::pools(&mut out, snapshot);
     plugins::refusals(&mut out, &process.plugin_refusals);
     cells::families(&mut out, &stages);
+    tls::families(&mut out, snapshot, &process.handshakes);
     header(
         &mut out,
         "weir_plugin_counter_total",

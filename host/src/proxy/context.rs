@@ -47,7 +47,7 @@ impl RequestCtx {
             RequestLog::start(
                 access.clone(),
                 started,
-                conn.client,
+                conn.clone(),
                 &parts.method,
                 host.as_deref(),
                 parts.uri.path(),

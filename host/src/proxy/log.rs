@@ -1,13 +1,13 @@
 //! What the access log needs to know about a request, gathered as it runs
 //! and written when its response ends.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::Method;
 
 use crate::access_log::{AccessLog, Entry, rfc3339};
+use crate::connection::ConnectionInfo;
 use crate::upstream::{Backend, ChosenBy, Upstream};
 
 /// One request's access log line in the making; written by [`finish`].
@@ -17,7 +17,7 @@ pub(crate) struct RequestLog {
     log: Arc<AccessLog>,
     arrived: SystemTime,
     started: Instant,
-    client: SocketAddr,
+    conn: Arc<ConnectionInfo>,
     method: Method,
     host: Option<String>,
     path: String,
@@ -34,7 +34,7 @@ impl RequestLog {
     pub(crate) fn start(
         log: Arc<AccessLog>,
         started: Instant,
-        client: SocketAddr,
+        conn: Arc<ConnectionInfo>,
         method: &Method,
         host: Option<&str>,
         path: &str,
@@ -43,7 +43,7 @@ impl RequestLog {
             log,
             arrived: SystemTime::now() - started.elapsed(),
             started,
-            client,
+            conn,
             method: method.clone(),
             host: host.map(str::to_string),
             path: path.to_string(),
@@ -63,9 +63,10 @@ impl RequestLog {
             .as_ref()
             .and_then(|u| u.balancer())
             .map(|b| b.pool.plugin().name());
+        let tls = self.conn.tls.as_ref();
         self.log.log(&Entry {
             time: rfc3339(self.arrived),
-            client: self.client,
+            client: self.conn.client,
             method: self.method.as_str(),
             host: self.host.as_deref(),
             path: &self.path,
@@ -79,6 +80,9 @@ impl RequestLog {
             plugin,
             filter: self.filter.as_deref(),
             attempts: self.attempts,
+            tls_version: tls.and_then(|t| t.version),
+            sni: tls.and_then(|t| t.server_name.as_deref()),
+            client_cert: tls.and_then(|t| t.client_subject.as_deref()),
         });
     }
 }

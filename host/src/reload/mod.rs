@@ -152,6 +152,7 @@ impl Reloader {
 /// The files a reloader serving `config` from `source` watches.
 pub fn watched_files(config: &Config, source: &dyn Source) -> Vec<PathBuf> {
     let mut files = crate::snapshot::plugin_files(config);
+    files.extend(crate::termination::files(config));
     files.extend(source.files());
     files
 }
@@ -166,6 +167,17 @@ fn warn_of_restart_only_changes(running: &Config, next: &Config) {
     }
     if running.listen_addrs() != next.listen_addrs() {
         tracing::warn!("listener addresses changed: they take effect at the next restart");
+    }
+    let tls = |c: &Config| {
+        c.listeners
+            .iter()
+            .map(|l| l.tls.is_some())
+            .collect::<Vec<_>>()
+    };
+    if tls(running) != tls(next) {
+        tracing::warn!(
+            "a listener gained or lost [listeners.tls]: that takes effect at the next restart (certificates and TLS settings of TLS listeners apply now)"
+        );
     }
     let admin = |c: &Config| c.admin.as_ref().map(|a| (c.admin_addr(), a.token()));
     if admin(running) != admin(next) || running.access_log != next.access_log {

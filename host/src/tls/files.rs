@@ -266,33 +266,8 @@ impl CertFacts {
 
     /// `not_after` as an RFC 3339 date, for log lines.
     pub fn not_after_text(&self) -> String {
-        date_text(self.not_after)
+        crate::date::rfc3339(self.not_after)
     }
-}
-
-/// `t` as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
-pub fn date_text(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
 }
 
 #[cfg(test)]
@@ -393,14 +368,5 @@ mod tests {
         assert_eq!(facts.expiry(at(2_000), day), Expiry::Fine);
         assert_eq!(facts.expiry(at(9_500), day), Expiry::Soon);
         assert_eq!(facts.expiry(at(10_001), day), Expiry::Expired);
-    }
-
-    #[test]
-    fn dates_print_in_utc() {
-        assert_eq!(date_text(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_798_761_599);
-        assert_eq!(date_text(t), "2026-12-31T23:59:59Z");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400);
-        assert_eq!(date_text(leap), "2000-02-29T00:00:00Z");
     }
 }

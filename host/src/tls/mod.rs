@@ -6,6 +6,7 @@
 //! so both sides build their rustls configs from it.
 
 pub mod files;
+pub mod server;
 
 use std::sync::Arc;
 
