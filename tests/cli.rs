@@ -285,35 +285,6 @@ async fn demo_serves_three_backends_in_turn() {
     );
 }
 
-/// `weir run --config PATH`, its listening address (read from its log),
-/// and its log lines as they come.
-async fn start_weir_run(
-    path: &std::path::Path,
-) -> (Child, String, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let (child, stderr) = spawn_run(path);
-    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = loop {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines_rx.recv())
-            .await
-            .expect("weir logged no listening address in time")
-            .expect("weir exited before listening");
-        if let Some(addr) = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("addr=").map(str::to_string))
-        {
-            break addr;
-        }
-    };
-    (child, addr, lines_rx)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config() {
     let one = TestBackend::start("backend-1", Behaviour::Name).await;

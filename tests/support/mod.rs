@@ -6,7 +6,7 @@
 mod binary;
 pub mod certs;
 #[allow(unused_imports)]
-pub use binary::{Child, spawn_run, weir};
+pub use binary::{Child, log_lines, spawn_run, start_weir_run, weir};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -413,6 +413,17 @@ pub async fn admin(
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The proxy's `/metrics` text, from its admin API.
+pub async fn metrics_text(proxy: &TestProxy) -> String {
+    let addr = proxy
+        .server
+        .admin_addr()
+        .expect("the proxy has an admin API");
+    let (status, body) = admin(addr, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 /// The health of backend `name` of upstream `web` as weir sees it now.
