@@ -131,7 +131,7 @@ fn the_leaf_modules_stay_leaves() {
         ("error", &[]),
         ("date", &[]),
         ("tls", &["error", "date"]),
-        ("view", &[]),
+        ("view", &["connection"]),
         ("backend", &["histogram", "error", "view"]),
         ("policy", &["backend", "view", "error"]),
     ];

@@ -196,6 +196,7 @@ async fn ten_thousand_backends_reach_the_plugin_within_the_default_deadline() {
         uri: "/".parse().unwrap(),
         headers: http::HeaderMap::new(),
         client: "127.0.0.1:1234".parse().unwrap(),
+        tls: None,
         response_headers: Vec::new(),
     };
     let mut ids = std::collections::HashSet::new();

@@ -696,3 +696,40 @@ async fn an_rsa_twin_is_served_to_clients_that_only_take_rsa() {
     let subject = served_subject(addr, None, &rsa_only).await;
     assert!(subject.ends_with("CN = rsa"), "{subject}");
 }
+
+/// The verified client subject reaches filters: the `headers` filter
+/// passes it to the backend, and a client's forged header is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_see_the_client_certificate_subject() {
+    let site = Site::new("tls-filter").await;
+    let pair = site.server("site", "site.test", &["site.test"]);
+    let ca_file = site.path("ca.pem").display().to_string();
+    let tls = tls_section(&[pair], "")
+        + &format!("[listeners.tls.client_auth]\nca_file = {ca_file:?}\nrequired = false\n");
+    let config = site.config(&tls).replace(
+        "[[routes]]\nupstream = \"web\"\n",
+        "[[routes]]\nupstream = \"web\"\n[[routes.filters]]\nplugin = \"headers\"\nsettings = { client_cert_header = \"X-Client-Cert\" }\n",
+    );
+    let proxy = TestProxy::start(&config).await;
+    let addr = addr_of(&proxy);
+    let alice = site.ca.client("alice");
+    let seen = https_get(addr, "site.test", &client_config(&site.ca, Some(&alice)))
+        .await
+        .unwrap();
+    assert!(
+        seen.body.contains("x-client-cert: CN=alice\n"),
+        "{}",
+        seen.body
+    );
+    // Without a certificate, a forged header does not get through.
+    let ca = site.path("ca.pem");
+    let (ok, out, err) = run(curl(
+        addr,
+        "site.test",
+        &ca,
+        &["-H", "X-Client-Cert: CN=root"],
+    ))
+    .await;
+    assert!(ok, "{err}");
+    assert!(!out.contains("x-client-cert"), "{out}");
+}

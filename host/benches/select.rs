@@ -161,6 +161,7 @@ fn request_view() -> RequestView {
         uri: Uri::from_static("/index.html?q=1"),
         headers,
         client: SocketAddr::from(([127, 0, 0, 1], 40_000)),
+        tls: None,
         response_headers: Vec::new(),
     }
 }

@@ -3,6 +3,7 @@
 //! acceptor and lent to every request on it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::uri::Scheme;
 
@@ -13,8 +14,9 @@ pub struct ConnectionInfo {
     pub client: SocketAddr,
     /// The listener address the client connected to.
     pub local: SocketAddr,
-    /// The TLS session's facts; none on a plain listener.
-    pub tls: Option<TlsInfo>,
+    /// The TLS session's facts; none on a plain listener. Shared with
+    /// every request's plugin view of it.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 /// What a TLS handshake settled. Filled by a TLS acceptor; every field is
@@ -78,7 +80,7 @@ impl ConnectionInfo {
 mod tests {
     use super::*;
 
-    fn info(tls: Option<TlsInfo>) -> ConnectionInfo {
+    fn info(tls: Option<Arc<TlsInfo>>) -> ConnectionInfo {
         ConnectionInfo {
             tls,
             ..ConnectionInfo::plain(
@@ -91,23 +93,29 @@ mod tests {
     #[test]
     fn the_scheme_follows_tls() {
         assert_eq!(info(None).scheme(), Scheme::HTTP);
-        assert_eq!(info(Some(TlsInfo::default())).scheme(), Scheme::HTTPS);
+        assert_eq!(
+            info(Some(Arc::new(TlsInfo::default()))).scheme(),
+            Scheme::HTTPS
+        );
     }
 
     #[test]
     fn alpn_decides_the_protocols() {
         assert_eq!(info(None).protocols(), Protocols::Auto);
         let alpn = |p: &[u8]| {
-            info(Some(TlsInfo {
+            info(Some(Arc::new(TlsInfo {
                 alpn: Some(p.to_vec()),
                 ..TlsInfo::default()
-            }))
+            })))
             .protocols()
         };
         assert_eq!(alpn(b"h2"), Protocols::Http2);
         assert_eq!(alpn(b"http/1.1"), Protocols::Http1);
         // An unknown token is not trusted to mean either.
         assert_eq!(alpn(b"spdy/3"), Protocols::Auto);
-        assert_eq!(info(Some(TlsInfo::default())).protocols(), Protocols::Auto);
+        assert_eq!(
+            info(Some(Arc::new(TlsInfo::default()))).protocols(),
+            Protocols::Auto
+        );
     }
 }

@@ -3,8 +3,11 @@
 //! the crate, shared by plugins, policies and the proxy.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri};
+
+use crate::connection::TlsInfo;
 
 /// The parts of the request a policy or plugin may read, moved into a
 /// plugin's store for the duration of one call (moved, not copied) and
@@ -18,6 +21,8 @@ pub struct RequestView {
     pub headers: HeaderMap,
     /// The client's address.
     pub client: SocketAddr,
+    /// The client connection's TLS session, if it has one.
+    pub tls: Option<Arc<TlsInfo>>,
     /// Headers the balancer asked to add to the response (`response-headers`).
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
@@ -31,6 +36,7 @@ impl RequestView {
             uri: Uri::default(),
             headers: HeaderMap::new(),
             client: self.client,
+            tls: None,
             response_headers: Vec::new(),
         }
     }

@@ -96,7 +96,7 @@ pub mod rng;
 pub use backend::{Backend, BackendId, Backends, Health};
 pub use filter::{Changes, Decision, Filter, HeaderOp, Response};
 pub use load::{BackendLoad, backend_load};
-pub use request::{Request, cookie_value};
+pub use request::{Request, TlsSession, cookie_value};
 
 /// Bindings generated from `wit/` by wit-bindgen. Not part of the API: use
 /// the types re-exported at the crate root instead.

@@ -16,6 +16,21 @@ pub struct Request<'a> {
     client_ip: Option<wit::IpAddress>,
 }
 
+/// What the TLS handshake of the client's connection settled, checked by
+/// weir's TLS stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSession {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: String,
+    /// The server name the client asked for (SNI), if it sent one.
+    pub server_name: Option<String>,
+    /// The ALPN protocol settled on (`h2`, `http/1.1`), if any.
+    pub alpn: Option<String>,
+    /// The verified client certificate's subject (`CN=alice, O=Example`),
+    /// when the client presented one.
+    pub client_subject: Option<String>,
+}
+
 impl<'a> Request<'a> {
     pub(crate) fn new(inner: &'a wit::Request) -> Self {
         Self {
@@ -57,6 +72,17 @@ impl<'a> Request<'a> {
     /// The client's address as `ip:port` (IPv6 in brackets). One host call.
     pub fn client_addr(&self) -> String {
         self.inner.client_addr()
+    }
+
+    /// The TLS session the request came over; `None` for plain HTTP. One
+    /// host call.
+    pub fn tls(&self) -> Option<TlsSession> {
+        self.inner.tls().map(|t| TlsSession {
+            version: t.version,
+            server_name: t.server_name,
+            alpn: t.alpn,
+            client_subject: t.client_subject,
+        })
     }
 
     /// The value of cookie `name` from the `Cookie` header (see

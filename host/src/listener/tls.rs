@@ -276,7 +276,7 @@ impl Acceptor for TlsAcceptor {
         let (_, session) = stream.get_ref();
         let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         self.stats.count_done(session.protocol_version(), resumed);
-        info.tls = Some(TlsInfo {
+        info.tls = Some(Arc::new(TlsInfo {
             server_name: session.server_name().map(str::to_string),
             alpn: session.alpn_protocol().map(<[u8]>::to_vec),
             version: session.protocol_version().map(crate::tls::version_name),
@@ -285,7 +285,7 @@ impl Acceptor for TlsAcceptor {
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| crate::tls::CertFacts::of(leaf).ok())
                 .map(|facts| facts.subject),
-        });
+        }));
         Ok((stream, info))
     }
 }

@@ -256,6 +256,7 @@ mod tests {
             uri: "http://h/v1".parse().unwrap(),
             headers: HeaderMap::new(),
             client: "127.0.0.1:1".parse().unwrap(),
+            tls: None,
             response_headers: Vec::new(),
         };
         view.headers.insert("x-b", HeaderValue::from_static("gone"));

@@ -170,6 +170,19 @@ impl types::HostRequest for HostState {
         wit_ip(ip)
     }
 
+    fn tls(&mut self, _: Resource<RequestHandle>) -> Option<types::TlsSession> {
+        let tls = self.request().ok()?.tls.as_ref()?;
+        Some(types::TlsSession {
+            version: tls.version.unwrap_or("unknown").to_string(),
+            server_name: tls.server_name.clone(),
+            alpn: tls
+                .alpn
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            client_subject: tls.client_subject.clone(),
+        })
+    }
+
     fn drop(&mut self, _: Resource<RequestHandle>) -> wasmtime::Result<()> {
         // Lent, never owned by the guest: nothing to free.
         Ok(())

@@ -74,6 +74,7 @@ impl RequestCtx {
             uri: std::mem::take(&mut parts.uri),
             headers: std::mem::take(&mut parts.headers),
             client: self.conn.client,
+            tls: self.conn.tls.clone(),
             response_headers: Vec::new(),
         }
     }

@@ -195,6 +195,7 @@ pub(crate) fn keep_for_responders(ctx: &mut RequestCtx, parts: &Parts) {
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
             client: ctx.conn.client,
+            tls: ctx.conn.tls.clone(),
             response_headers: Vec::new(),
         });
     }

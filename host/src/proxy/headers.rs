@@ -97,7 +97,7 @@ mod tests {
         set_forwarded(&mut h, &plain, None);
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         let tls = ConnectionInfo {
-            tls: Some(crate::connection::TlsInfo::default()),
+            tls: Some(std::sync::Arc::new(crate::connection::TlsInfo::default())),
             ..plain
         };
         set_forwarded(&mut h, &tls, None);

@@ -55,6 +55,11 @@ struct Settings {
     /// header (default true when `request_id` is set).
     #[serde(default = "yes")]
     echo_request_id: bool,
+    /// A request header that carries the verified TLS client certificate's
+    /// subject to the backend (for example `x-client-cert-subject`). It is
+    /// removed from every request first, so a client cannot forge it.
+    #[serde(default)]
+    client_cert_header: Option<String>,
 }
 
 fn yes() -> bool {
@@ -68,6 +73,7 @@ pub struct Headers {
     response: Vec<HeaderOp>,
     request_id: Option<String>,
     echo_request_id: bool,
+    client_cert_header: Option<String>,
     rng: Rng,
 }
 
@@ -81,6 +87,7 @@ impl Headers {
             response: settings.response.to_ops(),
             echo_request_id: settings.echo_request_id && settings.request_id.is_some(),
             request_id: settings.request_id.map(|h| h.to_ascii_lowercase()),
+            client_cert_header: settings.client_cert_header.map(|h| h.to_ascii_lowercase()),
             rng: Rng::from_entropy(),
         })
     }
@@ -111,6 +118,15 @@ impl Filter for Headers {
             let id = self.new_id();
             changes = changes.set_header(&name, &id);
         }
+        if let Some(name) = &self.client_cert_header {
+            changes.headers.push(HeaderOp::Remove(name.clone()));
+            let subject = request.tls().and_then(|tls| tls.client_subject);
+            if let Some(subject) = subject {
+                changes
+                    .headers
+                    .push(HeaderOp::Set(name.clone(), header_safe(&subject)));
+            }
+        }
         Decision::Continue(changes)
     }
 
@@ -130,6 +146,20 @@ impl Filter for Headers {
         }
         ops
     }
+}
+
+/// `text` with every byte outside printable ASCII percent-encoded (and `%`
+/// itself), so any certificate subject makes a valid header value.
+fn header_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x20..0x7f).contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 weir_sdk::export_filter!(Headers);
@@ -172,6 +202,12 @@ mod tests {
             Headers::from_settings(r#"{"request_id": "x-request-id", "echo_request_id": false}"#)
                 .unwrap();
         assert!(!quiet.wants_response());
+    }
+
+    #[test]
+    fn subjects_become_valid_header_values() {
+        assert_eq!(header_safe("CN=alice, O=Example"), "CN=alice, O=Example");
+        assert_eq!(header_safe("CN=Zoë\r\n%"), "CN=Zo%C3%AB%0D%0A%25");
     }
 
     #[test]

@@ -99,6 +99,7 @@ fn view() -> RequestView {
         uri: http::Uri::from_static("/"),
         headers: http::HeaderMap::new(),
         client: "127.0.0.1:1".parse().unwrap(),
+        tls: None,
         response_headers: Vec::new(),
     }
 }
