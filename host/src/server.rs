@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, FrontLimits};
 use crate::listener::{BindError, PlainTcp, Serve, accept_loop, bind};
 use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
 use crate::proxy::{RefusedRequests, Shared};
@@ -76,14 +76,10 @@ impl Server {
             .map(Arc::new);
         let admin_config = config.admin.clone().zip(config.admin_addr());
         let store = Arc::new(PluginStore::new(runtime));
-        let listeners: Vec<(SocketAddr, usize)> = config
+        let listeners: Vec<(SocketAddr, FrontLimits)> = config
             .listeners
             .iter()
-            .filter_map(|l| {
-                let addr = l.address.get_ref().parse().ok()?;
-                // Validated within 8 KiB..=1 MiB.
-                Some((addr, l.max_request_head_bytes as usize))
-            })
+            .filter_map(|l| Some((l.address.get_ref().parse().ok()?, l.limits())))
             .collect();
         // The file the config came from, or the config itself in memory.
         let source = crate::source::for_config(&config);
@@ -125,17 +121,17 @@ impl Server {
             shutdown.subscribe(),
         ));
         let refused = Arc::new(RefusedRequests::default());
-        let shared = Arc::new(Shared {
-            state: state.clone(),
-            access_log: access_log.clone(),
-            refused: refused.clone(),
-        });
         let mut bound = Vec::new();
-        for (addr, max_head_bytes) in listeners {
+        for (addr, limits) in listeners {
             let (listener, local) = bind(addr).await.map_err(StartError::from)?;
             tracing::info!(addr = %local, "listening");
             bound.push(local);
-            let shared = shared.clone();
+            let shared = Arc::new(Shared {
+                state: state.clone(),
+                access_log: access_log.clone(),
+                refused: refused.clone(),
+                body_read_timeout: limits.body_read_timeout,
+            });
             let handler = move |request, conn| {
                 let shared = shared.clone();
                 async move { crate::proxy::handle(&shared, request, conn).await }
@@ -144,7 +140,7 @@ impl Server {
                 acceptor: PlainTcp,
                 handler,
                 http1_only: false,
-                max_head_bytes,
+                limits,
                 refused: Some(refused.clone()),
             };
             tasks.spawn(accept_loop(listener, serve, shutdown.subscribe()));
@@ -171,7 +167,7 @@ impl Server {
                 acceptor: PlainTcp,
                 handler,
                 http1_only: true,
-                max_head_bytes: crate::config::DEFAULT_MAX_REQUEST_HEAD_BYTES as usize,
+                limits: FrontLimits::default(),
                 refused: None,
             };
             tasks.spawn(accept_loop(listener, serve, shutdown.subscribe()));
