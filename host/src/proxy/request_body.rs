@@ -80,6 +80,8 @@ impl ClientBody {
         // Only the first failure counts: the body ends with it.
         if self.fault.0.set(refusal).is_ok() {
             self.refused.count(refusal);
+            let cause = source.as_ref().map(|e| crate::error::chain(e).to_string());
+            tracing::debug!(cause, "client request body failed: {}", refusal.why());
         }
         ClientBodyError { refusal, source }
     }
@@ -87,15 +89,18 @@ impl ClientBody {
 
 /// What a body error from the client's connection means.
 fn classify(error: &hyper::Error) -> Refusal {
-    // A closed connection mid-body, or an HTTP/2 stream the client reset.
-    let reset = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+    // A connection closed mid-body (mid-chunk: an unexpected EOF), or an
+    // HTTP/2 stream the client reset.
+    let chain = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
         e.source()
-    })
-    .any(|e| {
+    });
+    let ended = chain.into_iter().any(|e| {
         e.downcast_ref::<h2::Error>()
             .is_some_and(h2::Error::is_remote)
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
     });
-    if error.is_incomplete_message() || reset {
+    if error.is_incomplete_message() || ended {
         Refusal::BodyIncomplete
     } else {
         Refusal::BadBody
