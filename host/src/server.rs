@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, FrontLimits};
 use crate::listener::{BindError, HandshakeStats, PlainTcp, Serve, TlsAcceptor, accept_loop, bind};
 use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
 use crate::proxy::{RefusedRequests, Shared};
@@ -76,13 +76,12 @@ impl Server {
             .map(Arc::new);
         let admin_config = config.admin.clone().zip(config.admin_addr());
         let store = Arc::new(PluginStore::new(runtime));
-        let listeners: Vec<(SocketAddr, usize, bool)> = config
+        let listeners: Vec<(SocketAddr, FrontLimits, bool)> = config
             .listeners
             .iter()
             .filter_map(|l| {
                 let addr = l.address.get_ref().parse().ok()?;
-                // Validated within 8 KiB..=1 MiB.
-                Some((addr, l.max_request_head_bytes as usize, l.tls.is_some()))
+                Some((addr, l.limits(), l.tls.is_some()))
             })
             .collect();
         // The file the config came from, or the config itself in memory.
@@ -125,18 +124,18 @@ impl Server {
             shutdown.subscribe(),
         ));
         let refused = Arc::new(RefusedRequests::default());
-        let shared = Arc::new(Shared {
-            state: state.clone(),
-            access_log: access_log.clone(),
-            refused: refused.clone(),
-        });
         let mut bound = Vec::new();
         let mut handshakes = Vec::new();
-        for (index, (addr, max_head_bytes, tls)) in listeners.into_iter().enumerate() {
+        for (index, (addr, limits, tls)) in listeners.into_iter().enumerate() {
             let (listener, local) = bind(addr).await.map_err(StartError::from)?;
             tracing::info!(addr = %local, tls, "listening");
             bound.push(local);
-            let shared = shared.clone();
+            let shared = Arc::new(Shared {
+                state: state.clone(),
+                access_log: access_log.clone(),
+                refused: refused.clone(),
+                body_read_timeout: limits.body_read_timeout,
+            });
             let handler = move |request, conn| {
                 let shared = shared.clone();
                 async move { crate::proxy::handle(&shared, request, conn).await }
@@ -145,7 +144,7 @@ impl Server {
                 acceptor: PlainTcp,
                 handler,
                 http1_only: false,
-                max_head_bytes,
+                limits,
                 refused: Some(refused.clone()),
             };
             let stop = shutdown.subscribe();
@@ -182,7 +181,7 @@ impl Server {
                 acceptor: PlainTcp,
                 handler,
                 http1_only: true,
-                max_head_bytes: crate::config::DEFAULT_MAX_REQUEST_HEAD_BYTES as usize,
+                limits: FrontLimits::default(),
                 refused: None,
             };
             tasks.spawn(accept_loop(listener, serve, shutdown.subscribe()));

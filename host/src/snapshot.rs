@@ -27,6 +27,8 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     /// The filters, in order.
     pub filters: Vec<FilterStage>,
+    /// Its body limit and HTTPS redirect.
+    pub limits: crate::config::RouteLimits,
 }
 
 /// One filter in a route's chain.
@@ -128,6 +130,7 @@ impl Snapshot {
                 name,
                 upstream: upstreams[route.upstream.get_ref()].clone(),
                 filters,
+                limits: route.limits(),
             });
             routes.push((
                 route.host.clone(),

@@ -2,6 +2,7 @@
 //! checks.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -24,6 +25,75 @@ pub struct ListenerConfig {
     pub max_request_head_bytes: u64,
     /// Terminate TLS on this listener (see [`ListenerTlsConfig`]).
     pub tls: Option<ListenerTlsConfig>,
+    /// How long a client may take to send a whole request head, from its
+    /// connection (or its first byte after an idle spell); past it the
+    /// connection is closed. Within 100..=3600000.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// How long a keep-alive connection may sit idle between requests (no
+    /// request in progress, nothing received) before weir closes it (an
+    /// HTTP/2 connection with a GOAWAY). Within 100..=86400000.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// How long a client may leave a request body waiting for its next
+    /// bytes; past it the request fails with 408 (if no response started)
+    /// and the backend connection it was going to is closed. Within
+    /// 100..=3600000.
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// The most client connections open at once on this listener; one
+    /// over it is closed as soon as it is accepted. Within 1..=1000000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// HTTP/2: the most streams a client may have open at once on one
+    /// connection (`SETTINGS_MAX_CONCURRENT_STREAMS`). Within 1..=10000.
+    #[serde(default = "default_h2_max_concurrent_streams")]
+    pub h2_max_concurrent_streams: u64,
+}
+
+/// A listener's front-end limits as durations and counts, for the
+/// listener and the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrontLimits {
+    /// `max_request_head_bytes` (HTTP/1.1 head; HTTP/2 header list).
+    pub max_head_bytes: usize,
+    /// `header_read_timeout_ms`.
+    pub header_read_timeout: Duration,
+    /// `idle_timeout_ms`.
+    pub idle_timeout: Duration,
+    /// `body_read_timeout_ms`.
+    pub body_read_timeout: Duration,
+    /// `max_connections`.
+    pub max_connections: usize,
+    /// `h2_max_concurrent_streams`.
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for FrontLimits {
+    fn default() -> FrontLimits {
+        FrontLimits {
+            max_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES as usize,
+            header_read_timeout: Duration::from_millis(DEFAULT_HEADER_READ_TIMEOUT_MS),
+            idle_timeout: Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS),
+            body_read_timeout: Duration::from_millis(DEFAULT_BODY_READ_TIMEOUT_MS),
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS as u32,
+        }
+    }
+}
+
+impl ListenerConfig {
+    /// The listener's front-end limits (validated within their bounds).
+    pub fn limits(&self) -> FrontLimits {
+        FrontLimits {
+            max_head_bytes: self.max_request_head_bytes as usize,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            max_connections: self.max_connections as usize,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams as u32,
+        }
+    }
 }
 
 /// The default request head limit: 64 KiB, like HAProxy's and Envoy's
@@ -36,6 +106,50 @@ pub const REQUEST_HEAD_BYTES: std::ops::RangeInclusive<u64> = 8192..=1 << 20;
 
 fn default_max_request_head_bytes() -> u64 {
     DEFAULT_MAX_REQUEST_HEAD_BYTES
+}
+
+/// The default header read timeout: 30 s, hyper's default and half of
+/// nginx's `client_header_timeout` (HAProxy has none unless `timeout
+/// http-request` is set; 10 s is its documented suggestion).
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// The default keep-alive idle timeout: 60 s, under nginx's
+/// `keepalive_timeout` (75 s) and far under Envoy's one-hour
+/// `idle_timeout`; idle connections cost a descriptor each.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+
+/// The default body read idle timeout: 30 s between body bytes (nginx's
+/// `client_body_timeout` is 60 s, HAProxy's usual `timeout client` 30 s).
+pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 30_000;
+
+/// The default connection limit per listener: 10000, HAProxy's order of
+/// magnitude (`maxconn` from the descriptor limit; nginx 512 per worker;
+/// Envoy none).
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+
+/// The default HTTP/2 stream limit: 100, HAProxy's
+/// `tune.h2.max-concurrent-streams` and the RFC 9113 recommended floor
+/// (nginx 128, hyper 200).
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 100;
+
+fn default_header_read_timeout_ms() -> u64 {
+    DEFAULT_HEADER_READ_TIMEOUT_MS
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_MS
+}
+
+fn default_body_read_timeout_ms() -> u64 {
+    DEFAULT_BODY_READ_TIMEOUT_MS
+}
+
+fn default_max_connections() -> u64 {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_h2_max_concurrent_streams() -> u64 {
+    DEFAULT_H2_MAX_CONCURRENT_STREAMS
 }
 
 /// The admin listener: JSON API over upstreams and backends, and
@@ -76,12 +190,42 @@ impl Checker<'_> {
             "no [[listeners]]: weir needs at least one".to_string()
         })?;
         for (index, listener) in listeners.iter().enumerate() {
-            self.within(
-                listener.max_request_head_bytes,
-                REQUEST_HEAD_BYTES,
-                &at.index(index).key("max_request_head_bytes"),
-                "listener max_request_head_bytes",
-            )?;
+            let bounds: [(u64, std::ops::RangeInclusive<u64>, &str); 6] = [
+                (
+                    listener.max_request_head_bytes,
+                    REQUEST_HEAD_BYTES,
+                    "max_request_head_bytes",
+                ),
+                (
+                    listener.header_read_timeout_ms,
+                    100..=3_600_000,
+                    "header_read_timeout_ms",
+                ),
+                (
+                    listener.idle_timeout_ms,
+                    100..=86_400_000,
+                    "idle_timeout_ms",
+                ),
+                (
+                    listener.body_read_timeout_ms,
+                    100..=3_600_000,
+                    "body_read_timeout_ms",
+                ),
+                (listener.max_connections, 1..=1_000_000, "max_connections"),
+                (
+                    listener.h2_max_concurrent_streams,
+                    1..=10_000,
+                    "h2_max_concurrent_streams",
+                ),
+            ];
+            for (value, range, key) in bounds {
+                self.within(
+                    value,
+                    range,
+                    &at.index(index).key(key),
+                    &format!("listener {key}"),
+                )?;
+            }
             if let Some(tls) = &listener.tls {
                 self.listener_tls(&at.index(index).key("tls"), tls)?;
             }
@@ -156,6 +300,30 @@ mod tests {
             config.listeners[0].max_request_head_bytes,
             super::DEFAULT_MAX_REQUEST_HEAD_BYTES
         );
+    }
+
+    #[test]
+    fn the_front_end_limits_are_bounded_at_their_lines() {
+        let listener = "[[listeners]]\naddress = \"127.0.0.1:0\"\n";
+        for (key, bad, range) in [
+            ("header_read_timeout_ms", "0", "100..=3600000"),
+            ("idle_timeout_ms", "99", "100..=86400000"),
+            ("body_read_timeout_ms", "3600001", "100..=3600000"),
+            ("max_connections", "0", "1..=1000000"),
+            ("h2_max_concurrent_streams", "10001", "1..=10000"),
+        ] {
+            let text = GOOD.replace(listener, &format!("{listener}{key} = {bad}\n"));
+            assert_refused_at(
+                &text,
+                &format!("{key} = {bad}"),
+                &[&format!("listener {key} must be within {range}")],
+            );
+        }
+        let limits = parse(GOOD).unwrap().listeners[0].limits();
+        assert_eq!(limits, super::FrontLimits::default());
+        let text = GOOD.replace(listener, &format!("{listener}idle_timeout_ms = 1500\n"));
+        let limits = parse(&text).unwrap().listeners[0].limits();
+        assert_eq!(limits.idle_timeout, std::time::Duration::from_millis(1500));
     }
 
     #[test]

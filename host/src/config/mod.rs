@@ -34,10 +34,10 @@ use serde::Deserialize;
 pub use access_log::{AccessLogConfig, AccessLogFormat};
 pub use backend::{BackendConfig, BalancerConfig, FailurePolicy};
 pub use health::{HealthCheckConfig, HealthCheckKind};
-pub use listener::{AdminConfig, DEFAULT_MAX_REQUEST_HEAD_BYTES, ListenerConfig};
+pub use listener::{AdminConfig, DEFAULT_MAX_REQUEST_HEAD_BYTES, FrontLimits, ListenerConfig};
 pub use load::{ConfigError, MAX_CONFIG_BYTES};
 pub use plugins::{DEFAULT_LINES_PER_SECOND, MAX_LINES_PER_SECOND, PluginsConfig};
-pub use route::{FilterConfig, FilterFailure, RouteConfig};
+pub use route::{FilterConfig, FilterFailure, RouteConfig, RouteLimits};
 pub use tls::{
     CertificateConfig, ClientAuthConfig, DEFAULT_HANDSHAKE_TIMEOUT_MS, ListenerTlsConfig,
 };

@@ -27,6 +27,39 @@ pub struct RouteConfig {
     /// `closed` (answer 503, the default) or `open` (skip the filter).
     #[serde(default)]
     pub on_filter_failure: FilterFailure,
+    /// The largest request body this route forwards, in bytes: a declared
+    /// `Content-Length` over it gets `413` before anything is forwarded; a
+    /// streamed body is cut when it passes it (`413` if no response has
+    /// started). Absent: no limit.
+    pub max_request_body_bytes: Option<u64>,
+    /// Answer plain-HTTP requests with `308` to the same host and path
+    /// over `https` (before filters run); TLS requests pass.
+    #[serde(default)]
+    pub redirect_https: bool,
+    /// The port the redirect names, when HTTPS is not on 443.
+    pub redirect_https_port: Option<u16>,
+}
+
+/// What a route enforces at the front: its body limit and its redirect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RouteLimits {
+    /// `max_request_body_bytes`.
+    pub max_request_body_bytes: Option<u64>,
+    /// `redirect_https`: `Some(port)` when set (`None` for 443, left out
+    /// of the `Location`).
+    pub redirect_https: Option<Option<u16>>,
+}
+
+impl RouteConfig {
+    /// The route's front-end limits.
+    pub fn limits(&self) -> RouteLimits {
+        RouteLimits {
+            max_request_body_bytes: self.max_request_body_bytes,
+            redirect_https: self
+                .redirect_https
+                .then_some(self.redirect_https_port.filter(|port| *port != 443)),
+        }
+    }
 }
 
 /// One filter in a route's chain.
@@ -83,6 +116,11 @@ impl Checker<'_> {
         for filter in &route.filters {
             self.plugin_name("route filter", &filter.plugin)?;
         }
+        self.ensure(
+            route.redirect_https || route.redirect_https_port.is_none(),
+            &at.key("redirect_https_port"),
+            || "redirect_https_port needs redirect_https = true".to_string(),
+        )?;
         let prefix = route.path_prefix.get_ref();
         self.ensure(prefix.starts_with('/'), &at.key("path_prefix"), || {
             format!("path_prefix {prefix:?} must start with '/'")
@@ -124,6 +162,34 @@ mod tests {
             &text,
             "path_prefix = \"api\"",
             &["path_prefix \"api\" must start with '/'"],
+        );
+    }
+
+    #[test]
+    fn the_front_limits_of_a_route() {
+        let with = |extra: &str| {
+            let text = GOOD.replace(
+                "upstream = \"web\"",
+                &format!("upstream = \"web\"\n{extra}"),
+            );
+            super::super::testing::parse(&text).map(|c| c.routes[0].limits())
+        };
+        assert_eq!(with("").unwrap(), super::RouteLimits::default());
+        let limits = with("max_request_body_bytes = 10\nredirect_https = true").unwrap();
+        assert_eq!(limits.max_request_body_bytes, Some(10));
+        assert_eq!(limits.redirect_https, Some(None));
+        let port = with("redirect_https = true\nredirect_https_port = 8443").unwrap();
+        assert_eq!(port.redirect_https, Some(Some(8443)));
+        let port = with("redirect_https = true\nredirect_https_port = 443").unwrap();
+        assert_eq!(port.redirect_https, Some(None));
+        let text = GOOD.replace(
+            "upstream = \"web\"",
+            "upstream = \"web\"\nredirect_https_port = 8443",
+        );
+        assert_refused_at(
+            &text,
+            "redirect_https_port = 8443",
+            &["redirect_https_port needs redirect_https = true"],
         );
     }
 

@@ -4,6 +4,8 @@
 //! [`ConnectionInfo`] to a handler.
 
 mod acceptor;
+mod activity;
+mod close;
 mod tls;
 
 use std::convert::Infallible;
@@ -18,17 +20,30 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use acceptor::{Acceptor, PlainTcp};
 pub use tls::{HandshakeFailure, HandshakeStats, TlsAcceptor};
 
+use crate::config::FrontLimits;
 use crate::connection::{ConnectionInfo, Protocols};
-use crate::proxy::{ProxyBody, RefusedRequests};
+use crate::proxy::{ProxyBody, Refusal, RefusedRequests};
+use activity::{Activity, Expiry, Watched};
+use close::{EveryFewSeconds, refusal_of};
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 streams a client may reset before weir accepts them, before the
+/// connection is closed with GOAWAY (h2's default, its CVE-2023-44487 fix).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// HTTP/2 streams weir may reset for the client's errors (a header list
+/// over the limit, a stream over the concurrency limit) before the
+/// connection is closed with GOAWAY; hyper allows 1024.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 100;
+
+/// How long a connection being closed for a flood or a timeout has to
+/// send its GOAWAY and finish, before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// A listener's socket could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +76,11 @@ pub struct Serve<A, H> {
     pub handler: H,
     /// HTTP/1.1 only, whatever the connection could do (the admin API).
     pub http1_only: bool,
-    /// The largest HTTP/1.1 request head read (at least 8192): over it the
-    /// client gets 431, or 414 for the request line.
-    pub max_head_bytes: usize,
-    /// Where heads refused for their size are counted, if anywhere.
+    /// The listener's limits: head size (over it 431), header read and
+    /// idle timeouts, connections, HTTP/2 streams.
+    pub limits: FrontLimits,
+    /// Where the refusals and closes the limits cause are counted, if
+    /// anywhere.
     pub refused: Option<Arc<RefusedRequests>>,
 }
 
@@ -75,7 +91,7 @@ impl<A, H> Serve<A, H> {
             acceptor,
             handler: self.handler,
             http1_only: self.http1_only,
-            max_head_bytes: self.max_head_bytes,
+            limits: self.limits,
             refused: self.refused,
         }
     }
@@ -83,7 +99,10 @@ impl<A, H> Serve<A, H> {
 
 /// Accepts connections on `listener` and serves them with `serve` until
 /// `shutdown` fires; then stops accepting and waits for open connections to
-/// finish their current requests.
+/// finish their current requests. A connection over `max_connections` is
+/// closed as soon as it is accepted (counted, logged at most every few
+/// seconds): refused at once, a client can go elsewhere, where one held in
+/// the kernel's backlog would wait unseen.
 pub async fn accept_loop<A, H, F>(
     listener: TcpListener,
     serve: Serve<A, H>,
@@ -94,15 +113,33 @@ pub async fn accept_loop<A, H, F>(
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let local = listener.local_addr().ok();
+    let slots = Arc::new(Semaphore::new(serve.limits.max_connections));
+    let over_limit = EveryFewSeconds::default();
     let serve = Arc::new(serve);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        if let Some(refused) = &serve.refused {
+                            refused.count(Refusal::MaxConnections);
+                        }
+                        if let Some(dropped) = over_limit.due() {
+                            tracing::warn!(
+                                listener = ?local,
+                                %client,
+                                max_connections = serve.limits.max_connections,
+                                also_refused = dropped,
+                                "connection refused: the listener is at max_connections"
+                            );
+                        }
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
                     let info = ConnectionInfo::plain(client, local.unwrap_or(client));
-                    connections.spawn(connection(stream, info, serve.clone(), shutdown.clone()));
+                    let task = connection(stream, info, serve.clone(), shutdown.clone(), slot);
+                    connections.spawn(task);
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -119,12 +156,13 @@ pub async fn accept_loop<A, H, F>(
 }
 
 /// One client connection: the acceptor's part, then HTTP until it closes or
-/// shutdown asks it to finish.
+/// shutdown asks it to finish. It holds its listener `slot` throughout.
 async fn connection<A, H, F>(
     tcp: tokio::net::TcpStream,
     info: ConnectionInfo,
     serve: Arc<Serve<A, H>>,
     shutdown: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
 ) where
     A: Acceptor,
     H: Fn(Request<Incoming>, Arc<ConnectionInfo>) -> F + Clone + Send + Sync + 'static,
@@ -144,32 +182,51 @@ async fn connection<A, H, F>(
         info.protocols()
     };
     let info = Arc::new(info);
+    let activity = Activity::new();
     let handler = serve.handler.clone();
+    let requests = activity.clone();
     let service = service_fn(move |request| {
+        let request_open = requests.begin();
         let answer = handler(request, info.clone());
-        async move { Ok::<_, Infallible>(answer.await) }
+        async move {
+            let response = answer.await;
+            Ok::<_, Infallible>(response.map(|body| request_open.answered(body)))
+        }
     });
-    let refused = serve.refused.as_deref();
-    serve_http(
-        stream,
+    let stream = Watched::new(stream, activity.clone());
+    let watch = Watch {
+        activity,
         client,
-        service,
-        protocols,
-        (serve.max_head_bytes, refused),
-        shutdown,
-    )
-    .await;
+        limits: serve.limits,
+        refused: serve.refused.as_deref(),
+    };
+    serve_http(stream, service, protocols, watch, shutdown).await;
 }
 
-/// Serves HTTP on `stream` until it closes or `shutdown` fires, with
-/// the largest request head to read and where heads refused for size are
-/// counted.
+/// What a connection is watched with: its activity, for its timeouts and
+/// flood check, and where what they close is counted.
+struct Watch<'a> {
+    activity: Arc<Activity>,
+    client: SocketAddr,
+    limits: FrontLimits,
+    refused: Option<&'a RefusedRequests>,
+}
+
+impl Watch<'_> {
+    fn count(&self, refusal: Refusal) {
+        if let Some(refused) = self.refused {
+            refused.count(refusal);
+        }
+    }
+}
+
+/// Serves HTTP on `stream` until it closes, its clock or flood check
+/// closes it, or `shutdown` fires.
 async fn serve_http<S, IO>(
     stream: IO,
-    client: SocketAddr,
     service: S,
     protocols: Protocols,
-    (max_head_bytes, refused): (usize, Option<&RefusedRequests>),
+    watch: Watch<'_>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -181,14 +238,22 @@ async fn serve_http<S, IO>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let limits = watch.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // The connection's own clock times heads and idle spells.
+        .header_read_timeout(None)
         // hyper answers a head over the buffer with 431 (414 for the line).
-        .max_buf_size(max_head_bytes.max(8192));
-    builder.http2().timer(TokioTimer::new());
+        .max_buf_size(limits.max_head_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_head_bytes as u32)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
     builder = match protocols {
         Protocols::Auto => builder,
         Protocols::Http1 => builder.http1_only(),
@@ -196,22 +261,38 @@ async fn serve_http<S, IO>(
     };
     let connection = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(error) = result {
-                let too_large = error
-                    .downcast_ref::<hyper::Error>()
-                    .is_some_and(hyper::Error::is_parse_too_large);
-                if too_large && let Some(refused) = refused {
-                    refused.count_head_too_large();
-                }
-                tracing::debug!(%client, error = %error, "client connection ended with an error");
+    let client = watch.client;
+    let clock = watch
+        .activity
+        .expired(limits.header_read_timeout, limits.idle_timeout);
+    let ended = tokio::select! {
+        result = connection.as_mut() => Some(result),
+        expired = clock => {
+            let refusal = match expired {
+                Some(Expiry::Header) => Refusal::HeaderTimeout,
+                Some(Expiry::Idle) => Refusal::IdleTimeout,
+                None => Refusal::H2Flood,
+            };
+            watch.count(refusal);
+            tracing::debug!(%client, "closing the connection: {}", refusal.why());
+            if refusal == Refusal::HeaderTimeout {
+                // Mid-head: nothing to finish, nothing to answer.
+                return;
             }
+            // A GOAWAY (HTTP/2), or a close of the idle HTTP/1.1 connection.
+            connection.as_mut().graceful_shutdown();
+            tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await.ok()
         }
         _ = shutdown.changed() => {
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            Some(connection.await)
         }
+    };
+    if let Some(Err(error)) = ended {
+        if let Some(refusal) = refusal_of(&*error) {
+            watch.count(refusal);
+        }
+        tracing::debug!(%client, error = %error, "client connection ended with an error");
     }
 }
 
@@ -265,7 +346,10 @@ mod tests {
             acceptor: RefuseFirst::default(),
             handler,
             http1_only: false,
-            max_head_bytes: 8192,
+            limits: FrontLimits {
+                max_head_bytes: 8192,
+                ..FrontLimits::default()
+            },
             refused: None,
         };
         let (stop, stopped) = watch::channel(false);
@@ -294,7 +378,7 @@ mod tests {
             acceptor: PlainTcp,
             handler,
             http1_only: true,
-            max_head_bytes: 8192,
+            limits: FrontLimits::default(),
             refused: None,
         };
         let (_stop, stopped) = watch::channel(false);

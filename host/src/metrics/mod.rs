@@ -332,7 +332,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         &mut out,
         "weir_requests_refused_total",
         "counter",
-        "Requests refused before routing: 400 for no Host, two or a bad one; 431 for a head over the listener limit.",
+        "Requests refused and client connections closed for breaking a rule or limit (host rules, sizes, timeouts, body framing, connections, HTTP/2 floods).",
         &refused,
         u64::to_string,
     );

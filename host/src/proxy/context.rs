@@ -22,8 +22,10 @@ pub(crate) struct RequestCtx {
     pub(crate) snapshot: Arc<Snapshot>,
     /// The client connection it came on.
     pub(crate) conn: Arc<ConnectionInfo>,
-    /// Where refusals before routing are counted.
+    /// Where refusals are counted.
     pub(crate) refused: Arc<super::RefusedRequests>,
+    /// The listener's `body_read_timeout_ms`.
+    pub(crate) body_read_timeout: std::time::Duration,
     /// The host the client asked for.
     pub(crate) host: Option<String>,
     /// Its access-log line, when there is an access log.
@@ -57,6 +59,7 @@ impl RequestCtx {
             snapshot: shared.state.load_full(),
             conn,
             refused: shared.refused.clone(),
+            body_read_timeout: shared.body_read_timeout,
             host,
             log,
             route: None,

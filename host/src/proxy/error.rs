@@ -30,6 +30,12 @@ pub(crate) enum ProxyError {
     BalancerFailed(PolicyError),
     /// The request's target cannot be sent to a backend (400).
     BadTarget(http::Error),
+    /// The client's request body broke a limit or its framing (400, 408,
+    /// 413); counted when it failed.
+    ClientBody(super::refused::Refusal),
+    /// The route sends plain-HTTP requests to HTTPS: 308 to this
+    /// `Location`.
+    RedirectHttps(http::HeaderValue),
     /// The backend could not be reached or did not answer, on every attempt
     /// made (502, 504). Each attempt was logged when it failed.
     Backend {
@@ -48,7 +54,9 @@ impl ProxyError {
             ProxyError::FilterFailed { .. }
             | ProxyError::NoBackend(_)
             | ProxyError::BalancerFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::BadTarget(_) | ProxyError::Refused(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Refused(refusal) | ProxyError::ClientBody(refusal) => refusal.status(),
+            ProxyError::RedirectHttps(_) => StatusCode::PERMANENT_REDIRECT,
             ProxyError::Backend { status, .. } => *status,
         }
     }
@@ -57,14 +65,22 @@ impl ProxyError {
     pub(crate) fn answer(self, ctx: &mut RequestCtx) -> Response<ProxyBody> {
         self.log(ctx);
         let status = self.status();
-        let response = match &self {
-            ProxyError::Refused(refusal) => plain(status, refusal.why()),
+        let mut response = match &self {
+            ProxyError::Refused(refusal) | ProxyError::ClientBody(refusal) => {
+                plain(status, refusal.why())
+            }
+            ProxyError::RedirectHttps(_) => plain(status, "use https"),
             ProxyError::NoRoute => plain(status, "no route matches this request"),
             ProxyError::FilterFailed { .. } => plain(status, "a request filter failed"),
             ProxyError::NoBackend(why) | ProxyError::Backend { why, .. } => plain(status, why),
             ProxyError::BalancerFailed(_) => plain(status, "the balancer plugin failed"),
             ProxyError::BadTarget(error) => plain(status, &format!("bad request target: {error}")),
         };
+        if let ProxyError::RedirectHttps(location) = self {
+            response
+                .headers_mut()
+                .insert(http::header::LOCATION, location);
+        }
         if let Some(mut log) = ctx.log.take() {
             log.status = status.as_u16();
             log.finish(response.body().size_hint().exact().unwrap_or(0));
@@ -78,8 +94,12 @@ impl ProxyError {
         let route = ctx.route.as_ref().map(|r| r.name.as_str());
         let upstream = ctx.upstream.as_ref().map(|u| u.name());
         match self {
-            ProxyError::Refused(refusal) => {
-                tracing::debug!(client = %ctx.conn.client, "400: {}", refusal.why());
+            ProxyError::Refused(refusal) | ProxyError::ClientBody(refusal) => {
+                let status = refusal.status().as_u16();
+                tracing::debug!(client = %ctx.conn.client, route, "{status}: {}", refusal.why());
+            }
+            ProxyError::RedirectHttps(location) => {
+                tracing::trace!(route, ?location, "308 to https");
             }
             ProxyError::NoRoute => {
                 tracing::debug!(host = ctx.host, "no route");

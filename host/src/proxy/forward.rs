@@ -7,6 +7,8 @@ use std::time::Instant;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::refused::Refusal;
+use super::request_body::BodyFault;
 use crate::error::chain;
 use crate::upstream::{Backend, InFlight, Upstream, UpstreamBody};
 
@@ -19,20 +21,46 @@ pub(crate) struct Failure {
     /// The request never produced an answer and may be sent again (a
     /// response timeout is not retried: the backend may still be working).
     pub(crate) retryable: bool,
+    /// The client's request body failed, not the backend: answered with
+    /// the body's refusal, never retried, not held against the backend.
+    pub(crate) client: Option<Refusal>,
+}
+
+impl Failure {
+    /// The attempt failed because the client's body did.
+    fn client(refusal: Refusal) -> Failure {
+        Failure {
+            status: refusal.status(),
+            why: refusal.why(),
+            retryable: false,
+            client: Some(refusal),
+        }
+    }
 }
 
 /// Sends `request` to `backend`, counting it in flight (the returned guard
 /// keeps counting until the response body ends). Each failure is logged
-/// here, once per attempt, with the backend and the whole error chain.
+/// here, once per attempt, with the backend and the whole error chain; a
+/// failure while the client's body had failed (`fault`) is the client's:
+/// the send ended because its body did.
 pub(crate) async fn forward(
     upstream: &Upstream,
     backend: &Arc<Backend>,
     request: Request<UpstreamBody>,
+    fault: &BodyFault,
 ) -> Result<(Response<Incoming>, InFlight), Failure> {
     let in_flight = backend.stats.start();
     let started = Instant::now();
     let sent = upstream.client().send(request);
-    match tokio::time::timeout(upstream.request_timeout(), sent).await {
+    let outcome = tokio::time::timeout(upstream.request_timeout(), sent).await;
+    if let (Err(_) | Ok(Err(_)), Some(refusal)) = (&outcome, fault.get()) {
+        if let Ok(Err(error)) = &outcome {
+            let status = refusal.status().as_u16();
+            tracing::debug!(backend = backend.name, "{status}: {}", chain(error));
+        }
+        return Err(Failure::client(refusal));
+    }
+    match outcome {
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
             backend.stats.record_response(status, started.elapsed());
@@ -60,6 +88,7 @@ pub(crate) async fn forward(
                 status,
                 why,
                 retryable: true,
+                client: None,
             })
         }
         Err(_) => {
@@ -76,6 +105,7 @@ pub(crate) async fn forward(
                 status: StatusCode::GATEWAY_TIMEOUT,
                 why: "the backend did not answer in time",
                 retryable: false,
+                client: None,
             })
         }
     }

@@ -13,7 +13,9 @@ mod filters;
 mod forward;
 mod headers;
 mod log;
+mod redirect;
 mod refused;
+mod request_body;
 mod retry;
 
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 pub use body::{ProxyBody, full, text};
-pub use refused::RefusedRequests;
+pub use refused::{Refusal, RefusedRequests};
 
 use crate::access_log::AccessLog;
 use crate::connection::ConnectionInfo;
@@ -37,6 +39,7 @@ use choose::{Chosen, choose, prepare};
 use context::RequestCtx;
 use error::ProxyError;
 use forward::forward;
+use request_body::{BodyFault, ClientBody};
 use retry::Retries;
 
 /// What every request handler shares: the current snapshot and the access
@@ -46,8 +49,10 @@ pub struct Shared {
     pub state: Arc<ArcSwap<Snapshot>>,
     /// Where request lines go, if anywhere.
     pub access_log: Option<Arc<AccessLog>>,
-    /// Requests refused before routing, by reason.
+    /// Requests refused, by reason.
     pub refused: Arc<RefusedRequests>,
+    /// The listener's `body_read_timeout_ms`.
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// Handles one client request on `conn` against the current snapshot.
@@ -80,6 +85,16 @@ async fn proxy(
         .cloned()
         .ok_or(ProxyError::NoRoute)?;
     ctx.route = Some(route.clone());
+    if let Some(port) = route.limits.redirect_https
+        && ctx.conn.scheme() == http::uri::Scheme::HTTP
+    {
+        return Err(redirect::to_https(ctx, parts, port)?);
+    }
+    let max_body = route.limits.max_request_body_bytes;
+    if max_body.is_some_and(|max| body.size_hint().lower() > max) {
+        ctx.refused.count(Refusal::BodyTooLarge);
+        return Err(ProxyError::ClientBody(Refusal::BodyTooLarge));
+    }
     if let Some(answer) = filters::request_phase(ctx, &route, parts)? {
         return Ok(answer);
     }
@@ -89,13 +104,22 @@ async fn proxy(
     }
     filters::keep_for_responders(ctx, parts);
     let mut retries = Retries::plan(&upstream, &parts.method, body.is_end_stream());
-    let mut body = Some(body);
+    let fault = BodyFault::default();
+    let timeout = ctx.body_read_timeout;
+    let refused = ctx.refused.clone();
+    let mut body = Some(ClientBody::new(
+        body,
+        max_body,
+        timeout,
+        fault.clone(),
+        refused,
+    ));
     loop {
         let chosen = choose(ctx, parts, &retries.tried)?;
         let next = retries.copy(&upstream, parts);
         let head = std::mem::replace(parts, empty_head());
         let request = prepare(ctx, head, retries.body(&mut body), &chosen.backend)?;
-        match forward(&upstream, &chosen.backend, request).await {
+        match forward(&upstream, &chosen.backend, request, &fault).await {
             Ok((response, in_flight)) => return Ok(finish(ctx, response, in_flight, chosen)),
             Err(failure) => *parts = retries.again(&upstream, &chosen.backend, failure, next)?,
         }

@@ -1,62 +1,127 @@
-//! Requests refused before routing because their head breaks HTTP's rules
-//! about the target host (RFC 9112 section 3.2) or the listener's size
-//! limit: counted per reason for `/metrics`
+//! Requests refused because their head breaks HTTP's rules about the
+//! target host (RFC 9112 section 3.2), or because the client broke one of
+//! the listener's or route's limits (sizes, timeouts, body framing,
+//! connection and HTTP/2 stream floods): counted per reason for `/metrics`
 //! (`weir_requests_refused_total{reason}`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::request::Parts;
-use http::{Version, header};
+use http::{StatusCode, Version, header};
 
-/// Why a request was refused before routing (each a 400).
+/// Why weir refused a request or closed a client connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// HTTP/1.1 with no `Host` header and no absolute-form target.
+pub enum Refusal {
+    /// HTTP/1.1 with no `Host` header and no absolute-form target (400).
     NoHost,
-    /// More than one `Host` header: which one would a backend believe?
+    /// More than one `Host` header: which one would a backend believe? (400)
     TwoHosts,
-    /// A `Host` value that is not a host and optional port.
+    /// A `Host` value that is not a host and optional port (400).
     BadHost,
     /// A request head over the listener's `max_request_head_bytes` (431),
     /// or a request line over 64 KiB (414); answered by the HTTP parser.
     HeadTooLarge,
+    /// The request head did not arrive within `header_read_timeout_ms`:
+    /// the connection is closed.
+    HeaderTimeout,
+    /// A keep-alive connection sat idle past `idle_timeout_ms`: closed.
+    IdleTimeout,
+    /// The request body stopped arriving for `body_read_timeout_ms` (408).
+    BodyTimeout,
+    /// The request body is over the route's `max_request_body_bytes` (413).
+    BodyTooLarge,
+    /// The request body's framing is broken: a bad chunk size or chunk
+    /// (400).
+    BadBody,
+    /// The client ended the request body before its end: closed mid-body,
+    /// a truncated chunk, an HTTP/2 stream reset (400 if still answerable).
+    BodyIncomplete,
+    /// A connection over the listener's `max_connections`: closed at
+    /// accept.
+    MaxConnections,
+    /// An HTTP/2 client flooded the connection (rapid resets, too many
+    /// refused or reset streams, empty frames): GOAWAY and closed.
+    H2Flood,
+    /// An HTTP/2 client broke the protocol: GOAWAY and closed.
+    H2ProtocolError,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 4] = [
+    const ALL: [Refusal; 13] = [
         Refusal::NoHost,
         Refusal::TwoHosts,
         Refusal::BadHost,
         Refusal::HeadTooLarge,
+        Refusal::HeaderTimeout,
+        Refusal::IdleTimeout,
+        Refusal::BodyTimeout,
+        Refusal::BodyTooLarge,
+        Refusal::BadBody,
+        Refusal::BodyIncomplete,
+        Refusal::MaxConnections,
+        Refusal::H2Flood,
+        Refusal::H2ProtocolError,
     ];
 
     /// The `reason` label.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Refusal::NoHost => "missing_host",
             Refusal::TwoHosts => "duplicate_host",
             Refusal::BadHost => "bad_host",
             Refusal::HeadTooLarge => "head_too_large",
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::IdleTimeout => "idle_timeout",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::BadBody => "bad_body",
+            Refusal::BodyIncomplete => "body_incomplete",
+            Refusal::MaxConnections => "max_connections",
+            Refusal::H2Flood => "h2_flood",
+            Refusal::H2ProtocolError => "h2_protocol_error",
         }
     }
 
     /// The client-facing reason.
-    pub(crate) fn why(self) -> &'static str {
+    pub fn why(self) -> &'static str {
         match self {
             Refusal::NoHost => "an HTTP/1.1 request needs a Host header",
             Refusal::TwoHosts => "a request may carry one Host header",
             Refusal::BadHost => "the Host header is not a valid host",
             Refusal::HeadTooLarge => "the request head is too large",
+            Refusal::HeaderTimeout => "the request head did not arrive in time",
+            Refusal::IdleTimeout => "the connection was idle too long",
+            Refusal::BodyTimeout => "the request body stopped arriving",
+            Refusal::BodyTooLarge => "the request body is too large",
+            Refusal::BadBody => "the request body's framing is broken",
+            Refusal::BodyIncomplete => "the request body ended early",
+            Refusal::MaxConnections => "the listener is at its connection limit",
+            Refusal::H2Flood => "too many reset or refused HTTP/2 streams",
+            Refusal::H2ProtocolError => "an HTTP/2 protocol error",
+        }
+    }
+
+    /// The status weir answers with, when it can still answer.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Refusal::HeaderTimeout | Refusal::IdleTimeout | Refusal::BodyTimeout => {
+                StatusCode::REQUEST_TIMEOUT
+            }
+            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::MaxConnections => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
         }
     }
 }
 
 /// Refusals counted by one server, by reason.
 #[derive(Debug, Default)]
-pub struct RefusedRequests([AtomicU64; 4]);
+pub struct RefusedRequests([AtomicU64; Refusal::ALL.len()]);
 
 impl RefusedRequests {
-    pub(crate) fn count(&self, refusal: Refusal) {
+    /// Counts one `refusal`.
+    pub fn count(&self, refusal: Refusal) {
         self.0[refusal as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -65,11 +130,16 @@ impl RefusedRequests {
         self.count(Refusal::HeadTooLarge);
     }
 
+    /// How many of `refusal` were counted.
+    pub fn get(&self, refusal: Refusal) -> u64 {
+        self.0[refusal as usize].load(Ordering::Relaxed)
+    }
+
     /// Each reason's label with its count, for `/metrics`.
     pub fn by_reason(&self) -> Vec<(&'static str, u64)> {
         Refusal::ALL
             .iter()
-            .map(|r| (r.as_str(), self.0[*r as usize].load(Ordering::Relaxed)))
+            .map(|r| (r.as_str(), self.get(*r)))
             .collect()
     }
 }
@@ -146,7 +216,7 @@ mod tests {
         counted.count(Refusal::BadHost);
         counted.count(Refusal::NoHost);
         assert_eq!(
-            counted.by_reason(),
+            counted.by_reason()[..4],
             [
                 ("missing_host", 1),
                 ("duplicate_host", 0),
@@ -154,5 +224,12 @@ mod tests {
                 ("head_too_large", 0)
             ]
         );
+        // Every reason has its own slot and label.
+        let labels: std::collections::HashSet<_> =
+            Refusal::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(labels.len(), Refusal::ALL.len());
+        for (index, refusal) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(*refusal as usize, index, "{refusal:?}");
+        }
     }
 }

@@ -4,13 +4,12 @@
 
 use std::time::Instant;
 
-use http::Method;
-use http::request::Parts;
-use hyper::body::Incoming;
-
 use super::error::ProxyError;
 use super::forward::Failure;
+use super::request_body::ClientBody;
 use crate::upstream::{Backend, BackendId, Upstream};
+use http::Method;
+use http::request::Parts;
 
 /// One request's retry state across its attempts.
 pub(crate) struct Retries {
@@ -42,11 +41,13 @@ impl Retries {
     /// The body of this attempt: the client's, streamed, on a request that
     /// is never sent again; an empty one on a replayable request (it has no
     /// body), so every attempt can send it.
-    pub(crate) fn body(&self, body: &mut Option<Incoming>) -> crate::upstream::UpstreamBody {
+    pub(crate) fn body(&self, body: &mut Option<ClientBody>) -> crate::upstream::UpstreamBody {
         use http_body_util::BodyExt;
         match body.take() {
-            Some(body) if !self.replayable => body.boxed(),
-            _ => super::full(bytes::Bytes::new()),
+            Some(body) if !self.replayable => body.map_err(Into::into).boxed(),
+            _ => http_body_util::Empty::new()
+                .map_err(|never| match never {})
+                .boxed(),
         }
     }
 
@@ -75,6 +76,9 @@ impl Retries {
         failure: Failure,
         copy: Option<Parts>,
     ) -> Result<Parts, ProxyError> {
+        if let Some(refusal) = failure.client {
+            return Err(ProxyError::ClientBody(refusal));
+        }
         let answer = ProxyError::Backend {
             status: failure.status,
             why: failure.why,
@@ -143,6 +147,7 @@ mod tests {
             status: StatusCode::BAD_GATEWAY,
             why: "could not connect to the backend",
             retryable,
+            client: None,
         }
     }
 

@@ -54,8 +54,9 @@ use crate::config::{BackendConfig, OutlierConfig, RetryConfig, UpstreamConfig};
 /// before the module was split (operators filter and match on it).
 const LOG_TARGET: &str = "weir::upstream";
 
-/// Body type of requests weir sends to backends.
-pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
+/// Body type of requests weir sends to backends; its error is the
+/// client's body failing (framing, a limit, a timeout).
+pub type UpstreamBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
 /// A named group of backends with its policy and connection pool.
 pub struct Upstream {

@@ -1,0 +1,158 @@
+//! The client's request body on its way to a backend: counted against the
+//! route's `max_request_body_bytes`, timed against the listener's
+//! `body_read_timeout_ms`, and its framing errors told apart from the
+//! backend's. When the body fails, [`ClientBody`] records why in a
+//! [`BodyFault`] the forward phase reads: a failed send whose request body
+//! failed is the client's doing (400, 408, 413), never a 502, and the
+//! backend is not blamed for it. The body's error aborts the upstream
+//! client's request, which closes that backend connection instead of
+//! returning it to the pool.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::refused::{Refusal, RefusedRequests};
+
+/// Why a client's request body failed, once it has; shared by the body and
+/// the forward phase.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyFault(Arc<OnceLock<Refusal>>);
+
+impl BodyFault {
+    /// What went wrong with the body, if anything.
+    pub(crate) fn get(&self) -> Option<Refusal> {
+        self.0.get().copied()
+    }
+}
+
+/// The error a failed client body ends the upstream request with.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {}", .refusal.why())]
+pub(crate) struct ClientBodyError {
+    refusal: Refusal,
+    #[source]
+    source: Option<hyper::Error>,
+}
+
+/// The body a route forwards: the client's, checked as it streams.
+pub(crate) struct ClientBody {
+    inner: Incoming,
+    limit: Option<u64>,
+    idle: Duration,
+    /// Armed while the client keeps the body waiting.
+    wait: Pin<Box<Sleep>>,
+    waiting: bool,
+    seen: u64,
+    fault: BodyFault,
+    refused: Arc<RefusedRequests>,
+}
+
+impl ClientBody {
+    /// `inner` with at most `limit` bytes and at most `idle` between its
+    /// frames; failures are recorded in `fault` and counted in `refused`.
+    pub(crate) fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        idle: Duration,
+        fault: BodyFault,
+        refused: Arc<RefusedRequests>,
+    ) -> ClientBody {
+        ClientBody {
+            inner,
+            limit,
+            idle,
+            wait: Box::pin(tokio::time::sleep(idle)),
+            waiting: false,
+            seen: 0,
+            fault,
+            refused,
+        }
+    }
+
+    fn fail(&mut self, refusal: Refusal, source: Option<hyper::Error>) -> ClientBodyError {
+        // Only the first failure counts: the body ends with it.
+        if self.fault.0.set(refusal).is_ok() {
+            self.refused.count(refusal);
+            let cause = source.as_ref().map(|e| crate::error::chain(e).to_string());
+            tracing::debug!(cause, "client request body failed: {}", refusal.why());
+        }
+        ClientBodyError { refusal, source }
+    }
+}
+
+/// What a body error from the client's connection means.
+fn classify(error: &hyper::Error) -> Refusal {
+    // A connection closed mid-body (mid-chunk: an unexpected EOF), or an
+    // HTTP/2 stream the client reset.
+    let chain = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    });
+    let ended = chain.into_iter().any(|e| {
+        e.downcast_ref::<h2::Error>()
+            .is_some_and(h2::Error::is_remote)
+            || e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
+    });
+    if error.is_incomplete_message() || ended {
+        Refusal::BodyIncomplete
+    } else {
+        Refusal::BadBody
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.waiting = false;
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.limit.is_some_and(|limit| this.seen > limit) {
+                        return Poll::Ready(Some(Err(this.fail(Refusal::BodyTooLarge, None))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                let refusal = classify(&error);
+                Poll::Ready(Some(Err(this.fail(refusal, Some(error)))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if !this.waiting {
+                    this.waiting = true;
+                    let deadline = Instant::now() + this.idle;
+                    this.wait.as_mut().reset(deadline);
+                }
+                match this.wait.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(this.fail(Refusal::BodyTimeout, None))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
