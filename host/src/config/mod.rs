@@ -6,7 +6,7 @@
 //! the table that lacks a key.
 //!
 //! The schema lives in one module per section (`listener`, `plugins`,
-//! `route`, `upstream`, `backend`, `health`, `access_log`), each with the
+//! `route`, `upstream`, `upstream_tls`, `backend`, `health`, `access_log`), each with the
 //! checks of its values; `load` reads and parses a file, `validate` runs the
 //! checks and turns a value's place in the document into a line.
 
@@ -19,6 +19,7 @@ mod plugins;
 mod route;
 mod spans;
 mod upstream;
+mod upstream_tls;
 mod validate;
 
 #[cfg(test)]
@@ -38,6 +39,7 @@ pub use load::{ConfigError, MAX_CONFIG_BYTES};
 pub use plugins::{DEFAULT_LINES_PER_SECOND, MAX_LINES_PER_SECOND, PluginsConfig};
 pub use route::{FilterConfig, FilterFailure, RouteConfig};
 pub use upstream::{OutlierConfig, RetryConfig, UpstreamConfig};
+pub use upstream_tls::{TlsMaterial, UpstreamTlsConfig};
 
 /// The whole configuration, as written in the TOML file.
 #[derive(Debug, Clone, Deserialize)]

@@ -4,6 +4,7 @@
 mod cells;
 pub use crate::histogram;
 mod plugins;
+mod upstream_tls;
 
 use std::fmt::Write;
 
@@ -202,6 +203,8 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
             u.stats().saturated.load(Relaxed)
         );
     }
+
+    upstream_tls::family(&mut out, &upstreams);
 
     let plugins: Vec<_> = upstreams
         .iter()

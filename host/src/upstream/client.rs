@@ -1,25 +1,37 @@
 //! The client an upstream reaches its backends with: a keep-alive pool over
-//! a connector, built from the upstream's protocol settings. Today plain
-//! HTTP/1.1 over TCP; TLS origination and HTTP/2 are further
-//! [`Protocol`]s and connectors behind the same interface.
+//! a [`Connector`] (TCP, then TLS for an upstream with a `tls` table), built
+//! from the upstream's protocol settings. HTTP/2 is a further [`Protocol`]
+//! behind the same interface.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Scheme;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::UpstreamBody;
+use super::connector::{Connector, Origination};
+use super::stats::TlsFailures;
 use crate::config::UpstreamConfig;
+use crate::tls::client::{ClientTls, TlsFailure};
 
 /// The protocol weir speaks to an upstream's backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// HTTP/1.1 over plain TCP, with keep-alive.
+    /// HTTP/1.1, with keep-alive.
     Http1,
+}
+
+impl Protocol {
+    /// What TLS offers in ALPN for this protocol, most preferred first.
+    pub fn alpn(self) -> &'static [&'static [u8]] {
+        match self {
+            Protocol::Http1 => &[b"http/1.1"],
+        }
+    }
 }
 
 /// What the connection pool is built from; a reload keeps the pool when
@@ -30,6 +42,8 @@ struct Settings {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_backend: usize,
+    /// The TLS settings' and files' digest; none for plain HTTP.
+    tls: Option<u64>,
 }
 
 impl Settings {
@@ -39,6 +53,7 @@ impl Settings {
             connect_timeout: config.connect_timeout(),
             idle_timeout: config.idle_timeout(),
             max_idle_per_backend: config.max_idle_per_backend,
+            tls: config.tls_material().map(|m| m.fingerprint),
         }
     }
 }
@@ -46,39 +61,78 @@ impl Settings {
 /// The keep-alive client of one upstream. Cloning shares the pool.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    pool: Client<HttpConnector, UpstreamBody>,
+    pool: Client<Connector, UpstreamBody>,
     settings: Settings,
+    tls: Option<Arc<Origination>>,
+    tls_failures: Arc<TlsFailures>,
 }
 
 impl UpstreamClient {
     /// A client with a fresh pool for `config`'s protocol settings.
-    pub fn new(config: &UpstreamConfig) -> UpstreamClient {
-        UpstreamClient::build(Settings::of(config))
+    pub fn new(name: &str, config: &UpstreamConfig) -> UpstreamClient {
+        UpstreamClient::succeed(name, config, None)
     }
 
-    /// The client for `config` after a reload: `previous`'s, sharing its
-    /// pool, when the settings are unchanged; a new one otherwise.
-    pub fn succeed(config: &UpstreamConfig, previous: Option<&UpstreamClient>) -> UpstreamClient {
+    /// The client for upstream `name` after a load or reload: `previous`'s,
+    /// sharing its pool, when the settings (with the TLS files' contents)
+    /// are unchanged; a new one otherwise. TLS failure counts carry over.
+    /// Warns, at every load, of `insecure_skip_verify` and of an empty
+    /// system trust store.
+    pub fn succeed(
+        name: &str,
+        config: &UpstreamConfig,
+        previous: Option<&UpstreamClient>,
+    ) -> UpstreamClient {
         let settings = Settings::of(config);
+        if let Some(material) = config.tls_material() {
+            if material.insecure_skip_verify {
+                tracing::warn!(
+                    upstream = name,
+                    "tls.insecure_skip_verify = true: the backends' certificates are not verified; anyone on the path to them can impersonate them"
+                );
+            } else if material.system_roots == Some(0) {
+                tracing::warn!(
+                    upstream = name,
+                    "no system CA certificates were found: every backend certificate will be refused as from an unknown CA; set tls.ca_file"
+                );
+            }
+        }
         match previous {
             Some(previous) if previous.settings == settings => previous.clone(),
-            _ => UpstreamClient::build(settings),
+            _ => UpstreamClient::build(config, settings, previous),
         }
     }
 
-    fn build(settings: Settings) -> UpstreamClient {
-        let Protocol::Http1 = settings.protocol;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
+    fn build(
+        config: &UpstreamConfig,
+        settings: Settings,
+        previous: Option<&UpstreamClient>,
+    ) -> UpstreamClient {
+        let tls = config.tls_material().map(|material| {
+            let client = ClientTls::new(
+                material.trust.clone(),
+                material.client_cert.as_ref(),
+                material.min_version,
+                settings.protocol.alpn(),
+            );
+            Arc::new(Origination {
+                client,
+                server_name: material.server_name.clone(),
+            })
+        });
+        let connector = Connector::new(settings.connect_timeout, tls.clone());
         let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.idle_timeout)
             .pool_max_idle_per_host(settings.max_idle_per_backend)
             .pool_timer(TokioTimer::new())
             .set_host(false)
             .build(connector);
-        UpstreamClient { pool, settings }
+        UpstreamClient {
+            pool,
+            settings,
+            tls,
+            tls_failures: previous.map(|p| p.tls_failures.clone()).unwrap_or_default(),
+        }
     }
 
     /// The protocol this client speaks.
@@ -86,11 +140,13 @@ impl UpstreamClient {
         self.settings.protocol
     }
 
-    /// The scheme of request URIs sent through this client (`http` now,
-    /// `https` with TLS origination).
+    /// The scheme of request URIs sent through this client: `https` for a
+    /// TLS upstream.
     pub fn scheme(&self) -> Scheme {
-        match self.settings.protocol {
-            Protocol::Http1 => Scheme::HTTP,
+        if self.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
         }
     }
 
@@ -101,13 +157,29 @@ impl UpstreamClient {
         }
     }
 
+    /// TLS to the backends, for health checks; none for plain HTTP.
+    pub fn origination(&self) -> Option<&Arc<Origination>> {
+        self.tls.as_ref()
+    }
+
+    /// TLS failures so far, by reason (requests and health checks).
+    pub fn tls_failures(&self) -> &Arc<TlsFailures> {
+        &self.tls_failures
+    }
+
     /// Sends `request` (its URI absolute, with [`UpstreamClient::scheme`])
-    /// and waits for the response headers.
+    /// and waits for the response headers. A TLS failure is counted.
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        self.pool.request(request).await.map_err(SendError::from)
+        self.pool.request(request).await.map_err(|e| {
+            let error = SendError::from(e);
+            if let SendError::Tls { reason, .. } = &error {
+                self.tls_failures.count(reason);
+            }
+            error
+        })
     }
 }
 
@@ -126,10 +198,26 @@ pub enum SendError {
     /// response (502).
     #[error("the backend connection failed")]
     Connection(#[source] hyper_util::client::legacy::Error),
+    /// TLS with the backend failed: the certificate was refused, the
+    /// handshake failed, or (504) did not finish within the connect timeout.
+    #[error("TLS with the backend failed ({reason})")]
+    Tls {
+        /// Why, in words.
+        reason: TlsFailure,
+        /// The hyper error, with the handshake's under it.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
 }
 
 impl From<hyper_util::client::legacy::Error> for SendError {
     fn from(error: hyper_util::client::legacy::Error) -> SendError {
+        if let Some(reason) = TlsFailure::find(&error) {
+            return SendError::Tls {
+                reason,
+                source: error,
+            };
+        }
         match Failure::of(&error, error.is_connect()) {
             Failure::ConnectTimeout => SendError::ConnectTimeout(error),
             Failure::Connect => SendError::Connect(error),
@@ -139,12 +227,18 @@ impl From<hyper_util::client::legacy::Error> for SendError {
 }
 
 impl SendError {
-    /// The status weir answers with: 504 for a connect timeout, 502
-    /// otherwise.
+    /// The status weir answers with: 504 for a connect (or TLS handshake)
+    /// timeout, 502 otherwise.
     pub fn status(&self) -> StatusCode {
         match self {
-            SendError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            SendError::Connect(_) | SendError::Connection(_) => StatusCode::BAD_GATEWAY,
+            SendError::ConnectTimeout(_)
+            | SendError::Tls {
+                reason: TlsFailure::Timeout(_),
+                ..
+            } => StatusCode::GATEWAY_TIMEOUT,
+            SendError::Connect(_) | SendError::Connection(_) | SendError::Tls { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
         }
     }
 
@@ -154,6 +248,11 @@ impl SendError {
             SendError::ConnectTimeout(_) => "connecting to the backend timed out",
             SendError::Connect(_) => "could not connect to the backend",
             SendError::Connection(_) => "the backend connection failed",
+            SendError::Tls {
+                reason: TlsFailure::Timeout(_),
+                ..
+            } => "the TLS handshake with the backend timed out",
+            SendError::Tls { .. } => "TLS with the backend failed",
         }
     }
 }
@@ -209,10 +308,11 @@ mod tests {
 
     #[test]
     fn the_pool_is_kept_only_when_the_settings_are_unchanged() {
-        let first = UpstreamClient::new(&config(1, ""));
-        let same = UpstreamClient::succeed(&config(1, ""), Some(&first));
+        let first = UpstreamClient::new("web", &config(1, ""));
+        let same = UpstreamClient::succeed("web", &config(1, ""), Some(&first));
         assert_eq!(same.settings, first.settings);
-        let other = UpstreamClient::succeed(&config(1, "connect_timeout_ms = 7"), Some(&first));
+        let other =
+            UpstreamClient::succeed("web", &config(1, "connect_timeout_ms = 7"), Some(&first));
         assert_ne!(other.settings, first.settings);
         assert_eq!(
             (first.scheme(), first.version()),
@@ -233,7 +333,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let client = UpstreamClient::new(&config(1, ""));
+        let client = UpstreamClient::new("web", &config(1, ""));
         let error = client.send(get(addr)).await.unwrap_err();
         assert!(matches!(error, SendError::Connect(_)), "{error:?}");
         assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
@@ -255,7 +355,7 @@ mod tests {
             let mut buf = [0u8; 64];
             let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
         });
-        let client = UpstreamClient::new(&config(1, ""));
+        let client = UpstreamClient::new("web", &config(1, ""));
         let error = client.send(get(addr)).await.unwrap_err();
         assert!(matches!(error, SendError::Connection(_)), "{error:?}");
         assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
@@ -279,7 +379,7 @@ mod tests {
                 _ => break,
             }
         }
-        let client = UpstreamClient::new(&config(1, "connect_timeout_ms = 100"));
+        let client = UpstreamClient::new("web", &config(1, "connect_timeout_ms = 100"));
         let error = client.send(get(addr)).await.unwrap_err();
         assert!(matches!(error, SendError::ConnectTimeout(_)), "{error:?}");
         assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
