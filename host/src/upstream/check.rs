@@ -90,7 +90,7 @@ impl Probe {
         // The handshake gets what is left of the check's timeout (the
         // outer timeout bounds it anyway; this names the TLS step).
         let left = self.timeout.saturating_sub(started.elapsed());
-        let stream = connector::secure(self.tls.as_deref(), tcp, addr, left)
+        let stream = connector::secure(self.tls.as_deref(), tcp, addr, left, self.timeout)
             .await
             .map_err(CheckError::Tls)?;
         if self.kind == HealthCheckKind::Tcp {

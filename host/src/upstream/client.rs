@@ -200,7 +200,7 @@ pub enum SendError {
     Connection(#[source] hyper_util::client::legacy::Error),
     /// TLS with the backend failed: the certificate was refused, the
     /// handshake failed, or (504) did not finish within the connect timeout.
-    #[error("TLS with the backend failed ({reason})")]
+    #[error("TLS with the backend failed{}", unless_told(.reason, .source))]
     Tls {
         /// Why, in words.
         reason: TlsFailure,
@@ -208,6 +208,20 @@ pub enum SendError {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+}
+
+/// `: {reason}` when no handshake error in `source`'s chain says it (an
+/// alert the backend sent after the handshake).
+fn unless_told(reason: &TlsFailure, source: &hyper_util::client::legacy::Error) -> String {
+    let told = std::iter::successors(Some(source as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
+    .any(|e| e.is::<crate::tls::client::HandshakeError>());
+    if told {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
 }
 
 impl From<hyper_util::client::legacy::Error> for SendError {

@@ -57,21 +57,22 @@ pub enum ConnectError {
     Tls(#[source] HandshakeError),
 }
 
-/// The TLS handshake, if `tls`, on a connected `tcp`, within what is left
-/// of `limit`.
+/// The TLS handshake, if `tls`, on a connected `tcp`, within `left`, what
+/// is left of the `whole` timeout (which a timeout error names).
 pub async fn secure(
     tls: Option<&Origination>,
     tcp: TcpStream,
     addr: SocketAddr,
-    limit: Duration,
+    left: Duration,
+    whole: Duration,
 ) -> Result<BackendStream, HandshakeError> {
     let Some(tls) = tls else {
         return Ok(BackendStream::Plain(TokioIo::new(tcp)));
     };
-    match tokio::time::timeout(limit, tls.handshake(tcp, addr.ip())).await {
+    match tokio::time::timeout(left, tls.handshake(tcp, addr.ip())).await {
         Ok(Ok(stream)) => Ok(BackendStream::Tls(Box::new(TokioIo::new(stream)))),
         Ok(Err(error)) => Err(error),
-        Err(_) => Err(HandshakeError::timed_out(limit)),
+        Err(_) => Err(HandshakeError::timed_out(whole)),
     }
 }
 
@@ -121,7 +122,7 @@ impl tower_service::Service<Uri> for Connector {
                 .peer_addr()
                 .map_err(|e| ConnectError::Tcp(Box::new(e)))?;
             let left = timeout.saturating_sub(started.elapsed());
-            (secure(tls.as_deref(), tcp, addr, left).await).map_err(ConnectError::Tls)
+            (secure(tls.as_deref(), tcp, addr, left, timeout).await).map_err(ConnectError::Tls)
         })
     }
 }
