@@ -89,6 +89,29 @@ async fn verification_passes_with_the_ca_file_for_our_backend_and_pythons() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_version_1_3_refuses_a_backend_that_stops_at_1_2() {
+    let dir = TempDir::new("up-tls-version");
+    let ca = TestCa::new("weir test CA");
+    let ca_file = ca.write(&dir.0, "ca");
+    let (cert, key) = ca.server("b", &["127.0.0.1"]).write(&dir.0, "python");
+    let python = PythonTls::start_up_to(&cert, &key, "1.2");
+    // TLS 1.2 is spoken by default...
+    let path = write_config(&dir.0, python.addr, "", &ca_line(&ca_file));
+    let run = WeirRun::start(&path, true).await;
+    assert_eq!(
+        fetch(&run).await,
+        (200, "python\n".into()),
+        "{}",
+        run.log_text()
+    );
+    drop(run);
+    // ... and refused with min_version = "1.3", saying why.
+    let tls = ca_line(&ca_file) + "min_version = \"1.3\"\n";
+    let run = WeirRun::start(&write_config(&dir.0, python.addr, "", &tls), true).await;
+    refused(&run, 502, "handshake", "the TLS handshake failed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_ca_file_the_system_roots_refuse_an_unknown_ca() {
     let dir = TempDir::new("up-tls-sys");
     let ca = TestCa::new("weir test CA");

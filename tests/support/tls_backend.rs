@@ -172,6 +172,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(sys.argv[1], sys.argv[2])
+if len(sys.argv) > 3 and sys.argv[3] == "1.2":
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
 server.socket = context.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()
@@ -180,11 +182,18 @@ server.serve_forever()
 impl PythonTls {
     /// Serves the certificate and key in `cert` and `key`.
     pub fn start(cert: &Path, key: &Path) -> PythonTls {
+        PythonTls::start_up_to(cert, key, "1.3")
+    }
+
+    /// Like [`PythonTls::start`], speaking TLS up to `max` (`"1.2"` or
+    /// `"1.3"`).
+    pub fn start_up_to(cert: &Path, key: &Path, max: &str) -> PythonTls {
         let mut child = std::process::Command::new("python3")
             .arg("-c")
             .arg(PYTHON_SERVER)
             .arg(cert)
             .arg(key)
+            .arg(max)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3 is needed for this test");

@@ -13,10 +13,10 @@ pub enum CheckError {
     /// The TCP connection could not be made.
     #[error("connect")]
     Connect(#[source] std::io::Error),
-    /// The TLS handshake failed: the reason says why (unknown CA, name
-    /// mismatch, expired...).
+    /// The TLS handshake failed: its error says why (unknown CA, name
+    /// mismatch, expired...). Boxed: backends know nothing of TLS.
     #[error("tls")]
-    Tls(#[source] crate::tls::client::HandshakeError),
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The HTTP/1.1 handshake failed.
     #[error("handshake")]
     Handshake(#[source] hyper::Error),
@@ -39,12 +39,6 @@ impl CheckError {
     /// (`connect: Connection refused (os error 111)`).
     pub fn describe(&self) -> String {
         crate::error::chain(self).to_string()
-    }
-
-    /// The TLS failure behind this one, if TLS is why (the handshake, or an
-    /// alert the backend sent after it).
-    pub fn tls_failure(&self) -> Option<crate::tls::client::TlsFailure> {
-        crate::tls::client::TlsFailure::find(self)
     }
 }
 

@@ -21,6 +21,7 @@ use super::connector::{self, Origination};
 use super::{TlsFailures, Upstream, UpstreamClient};
 use crate::backend::CheckError;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
+use crate::tls::client::TlsFailure;
 
 /// Most of a response body an HTTP check reads for `body_contains`.
 const MAX_CHECK_BODY: usize = 64 * 1024;
@@ -74,7 +75,7 @@ impl Probe {
             Err(_) => Err(CheckError::NoAnswer(self.timeout)),
         };
         if let Err(error) = &result
-            && let Some(reason) = error.tls_failure()
+            && let Some(reason) = TlsFailure::find(error)
         {
             self.tls_failures.count(&reason);
         }
@@ -92,7 +93,7 @@ impl Probe {
         let left = self.timeout.saturating_sub(started.elapsed());
         let stream = connector::secure(self.tls.as_deref(), tcp, addr, left, self.timeout)
             .await
-            .map_err(CheckError::Tls)?;
+            .map_err(|e| CheckError::Tls(Box::new(e)))?;
         if self.kind == HealthCheckKind::Tcp {
             return Ok(());
         }

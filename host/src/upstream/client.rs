@@ -335,6 +335,28 @@ mod tests {
         assert_eq!(first.protocol(), Protocol::Http1);
     }
 
+    #[test]
+    fn a_tls_upstream_sends_https_and_its_settings_pick_the_pool() {
+        let plain = UpstreamClient::new("web", &config(1, ""));
+        let tls = UpstreamClient::new("web", &config(1, "[upstreams.web.tls]"));
+        assert_eq!(
+            (plain.scheme(), tls.scheme()),
+            (Scheme::HTTP, Scheme::HTTPS)
+        );
+        assert!(plain.origination().is_none() && tls.origination().is_some());
+        assert_eq!(Protocol::Http1.alpn(), [b"http/1.1"]);
+        let same = UpstreamClient::succeed("web", &config(1, "[upstreams.web.tls]"), Some(&tls));
+        assert_eq!(same.settings, tls.settings);
+        let insecure = "[upstreams.web.tls]\ninsecure_skip_verify = true";
+        let other = UpstreamClient::succeed("web", &config(1, insecure), Some(&tls));
+        assert_ne!(other.settings, tls.settings);
+        // The failure counts follow the upstream to its new pool.
+        assert!(Arc::ptr_eq(other.tls_failures(), tls.tls_failures()));
+        // And back to plain HTTP: a new pool again.
+        let back = UpstreamClient::succeed("web", &config(1, ""), Some(&other));
+        assert_eq!(back.scheme(), Scheme::HTTP);
+    }
+
     fn get(addr: std::net::SocketAddr) -> Request<UpstreamBody> {
         let body = Empty::<Bytes>::new()
             .map_err(|never| match never {})
