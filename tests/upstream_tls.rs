@@ -27,6 +27,14 @@ fn write_config(dir: &Path, addr: SocketAddr, extra: &str, tls: &str) -> PathBuf
     path
 }
 
+/// A temporary directory with a test CA written to `ca.pem` in it.
+fn with_ca(tag: &str) -> (TempDir, TestCa, PathBuf) {
+    let dir = TempDir::new(tag);
+    let ca = TestCa::new("weir test CA");
+    let ca_file = ca.write(&dir.0, "ca");
+    (dir, ca, ca_file)
+}
+
 fn ca_line(path: &Path) -> String {
     format!("ca_file = {:?}\n", path.display().to_string())
 }
@@ -57,9 +65,7 @@ async fn refused(run: &WeirRun, status: u16, reason: &str, words: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_passes_with_the_ca_file_for_our_backend_and_pythons() {
-    let dir = TempDir::new("up-tls-ok");
-    let ca = TestCa::new("weir test CA");
-    let ca_file = ca.write(&dir.0, "ca");
+    let (dir, ca, ca_file) = with_ca("up-tls-ok");
     let leaf = ca.server("backend", &["127.0.0.1", "backend.test"]);
     let ours = TlsBackend::start("ours", &leaf, None).await;
     let path = write_config(&dir.0, ours.addr, "", &ca_line(&ca_file));
@@ -90,9 +96,7 @@ async fn verification_passes_with_the_ca_file_for_our_backend_and_pythons() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_version_1_3_refuses_a_backend_that_stops_at_1_2() {
-    let dir = TempDir::new("up-tls-version");
-    let ca = TestCa::new("weir test CA");
-    let ca_file = ca.write(&dir.0, "ca");
+    let (dir, ca, ca_file) = with_ca("up-tls-version");
     let (cert, key) = ca.server("b", &["127.0.0.1"]).write(&dir.0, "python");
     let python = PythonTls::start_up_to(&cert, &key, "1.2");
     // TLS 1.2 is spoken by default...
@@ -113,8 +117,7 @@ async fn min_version_1_3_refuses_a_backend_that_stops_at_1_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_ca_file_the_system_roots_refuse_an_unknown_ca() {
-    let dir = TempDir::new("up-tls-sys");
-    let ca = TestCa::new("weir test CA");
+    let (dir, ca, _) = with_ca("up-tls-sys");
     let leaf = ca.server("backend", &["127.0.0.1"]);
     let (cert, key) = leaf.write(&dir.0, "python");
     let python = PythonTls::start(&cert, &key);
@@ -125,9 +128,7 @@ async fn without_the_ca_file_the_system_roots_refuse_an_unknown_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_server_name_is_a_502_naming_the_name() {
-    let dir = TempDir::new("up-tls-name");
-    let ca = TestCa::new("weir test CA");
-    let ca_file = ca.write(&dir.0, "ca");
+    let (dir, ca, ca_file) = with_ca("up-tls-name");
     let backend = TlsBackend::start("b", &ca.server("b", &["backend.test"]), None).await;
     let tls = ca_line(&ca_file) + "server_name = \"wrong.test\"\n";
     let run = WeirRun::start(&write_config(&dir.0, backend.addr, "", &tls), true).await;
@@ -145,9 +146,7 @@ async fn a_wrong_server_name_is_a_502_naming_the_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_backend_certificate_is_a_502_with_its_date() {
-    let dir = TempDir::new("up-tls-expired");
-    let ca = TestCa::new("weir test CA");
-    let ca_file = ca.write(&dir.0, "ca");
+    let (dir, ca, ca_file) = with_ca("up-tls-expired");
     let leaf = ca.server_valid("b", &["127.0.0.1"], -10, -1);
     let backend = TlsBackend::start("b", &leaf, None).await;
     let run = WeirRun::start(
@@ -160,8 +159,7 @@ async fn an_expired_backend_certificate_is_a_502_with_its_date() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecure_skip_verify_passes_and_warns_at_every_load() {
-    let dir = TempDir::new("up-tls-insecure");
-    let ca = TestCa::new("weir test CA");
+    let (dir, ca, _) = with_ca("up-tls-insecure");
     let leaf = ca.server_valid("b", &["elsewhere.test"], -10, -1);
     let backend = TlsBackend::start("b", &leaf, None).await;
     let path = write_config(&dir.0, backend.addr, "", "insecure_skip_verify = true\n");
@@ -176,9 +174,7 @@ async fn insecure_skip_verify_passes_and_warns_at_every_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_reaches_a_backend_that_requires_one() {
-    let dir = TempDir::new("up-tls-mtls");
-    let ca = TestCa::new("weir test CA");
-    let ca_file = ca.write(&dir.0, "ca");
+    let (dir, ca, ca_file) = with_ca("up-tls-mtls");
     let backend = TlsBackend::start("m", &ca.server("m", &["127.0.0.1"]), Some(&ca)).await;
     // Without one: refused by the backend, told as such.
     let run = WeirRun::start(
@@ -207,9 +203,7 @@ async fn a_client_certificate_reaches_a_backend_that_requires_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_over_tls_mark_a_bad_certificate_unhealthy_with_the_reason() {
-    let dir = TempDir::new("up-tls-health");
-    let ca = TestCa::new("weir test CA");
-    let ca_file = ca.write(&dir.0, "ca");
+    let (dir, ca, ca_file) = with_ca("up-tls-health");
     let leaf = ca.server_valid("b", &["127.0.0.1"], -10, -1);
     let backend = TlsBackend::start("b", &leaf, None).await;
     let check =
@@ -235,9 +229,7 @@ async fn health_checks_over_tls_mark_a_bad_certificate_unhealthy_with_the_reason
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_ca_file_reloads_and_swaps_the_pool() {
-    let dir = TempDir::new("up-tls-rotate");
-    let ca = TestCa::new("weir test CA");
-    let ca_file = ca.write(&dir.0, "ca");
+    let (dir, ca, ca_file) = with_ca("up-tls-rotate");
     let backend = TlsBackend::start("b", &ca.server("b", &["127.0.0.1"]), None).await;
     let run = WeirRun::start(
         &write_config(&dir.0, backend.addr, "", &ca_line(&ca_file)),
@@ -264,9 +256,7 @@ async fn a_changed_ca_file_reloads_and_swaps_the_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backends_that_break_the_handshake_are_told_apart() {
-    let dir = TempDir::new("up-tls-hostile");
-    let ca = TestCa::new("weir test CA");
-    let ca_file = ca.write(&dir.0, "ca");
+    let (dir, _, ca_file) = with_ca("up-tls-hostile");
     // The connect timeout bounds TCP connect and handshake together; the
     // request timeout is far longer, so a 504 naming the handshake shows
     // the connect timeout applied.
