@@ -132,7 +132,13 @@ async fn a_wrong_server_name_is_a_502_naming_the_name() {
     let backend = TlsBackend::start("b", &ca.server("b", &["backend.test"]), None).await;
     let tls = ca_line(&ca_file) + "server_name = \"wrong.test\"\n";
     let run = WeirRun::start(&write_config(&dir.0, backend.addr, "", &tls), true).await;
-    refused(&run, 502, "name_mismatch", "not valid for wrong.test").await;
+    refused(
+        &run,
+        502,
+        "name_mismatch",
+        "not valid for wrong.test (it is for backend.test)",
+    )
+    .await;
     // Without server_name the backend's IP is verified, and this
     // certificate has no IP SAN.
     drop(run);

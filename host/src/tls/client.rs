@@ -291,6 +291,15 @@ fn system_time(t: UnixTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(t.as_secs())
 }
 
+/// `backend.test` out of webpki's `DnsName("backend.test")`, `10.0.0.1`
+/// out of `IpAddress(10.0.0.1)`; anything else as it is.
+fn bare_name(presented: &str) -> String {
+    let bare = (presented.strip_prefix("DnsName(\""))
+        .and_then(|n| n.strip_suffix("\")"))
+        .or_else(|| presented.strip_prefix("IpAddress(")?.strip_suffix(')'));
+    bare.unwrap_or(presented).to_string()
+}
+
 fn name_text(name: &ServerName<'_>) -> String {
     match name {
         ServerName::DnsName(dns) => dns.as_ref().to_string(),
@@ -382,7 +391,7 @@ impl TlsFailure {
                 presented,
             } => TlsFailure::NameMismatch {
                 expected: name_text(expected),
-                presented: presented.clone(),
+                presented: presented.iter().map(|n| bare_name(n)).collect(),
             },
             C::UnknownIssuer => TlsFailure::UnknownCa,
             C::Expired => TlsFailure::Expired { not_after: None },
@@ -445,10 +454,10 @@ mod tests {
             (
                 CertificateError::NotValidForNameContext {
                     expected: ip,
-                    presented: vec!["DnsName(\"a.test\")".into()],
+                    presented: vec!["DnsName(\"a.test\")".into(), "IpAddress(10.0.0.2)".into()],
                 },
                 "name_mismatch",
-                "not valid for 10.0.0.1 (it is for DnsName(\"a.test\"))",
+                "not valid for 10.0.0.1 (it is for a.test, 10.0.0.2)",
             ),
             (CertificateError::UnknownIssuer, "unknown_ca", "unknown CA"),
             (
