@@ -5,6 +5,8 @@
 
 mod binary;
 pub mod certs;
+pub mod tls_backend;
+pub mod weir_run;
 #[allow(unused_imports)]
 pub use binary::{Child, log_lines, spawn_run, start_weir_run, weir};
 

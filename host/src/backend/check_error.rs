@@ -13,6 +13,10 @@ pub enum CheckError {
     /// The TCP connection could not be made.
     #[error("connect")]
     Connect(#[source] std::io::Error),
+    /// The TLS handshake failed: its error says why (unknown CA, name
+    /// mismatch, expired...). Boxed: backends know nothing of TLS.
+    #[error("tls")]
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The HTTP/1.1 handshake failed.
     #[error("handshake")]
     Handshake(#[source] hyper::Error),

@@ -6,7 +6,7 @@
 //! the table that lacks a key.
 //!
 //! The schema lives in one module per section (`listener`, `plugins`,
-//! `route`, `upstream`, `backend`, `health`, `access_log`), each with the
+//! `route`, `upstream`, `upstream_tls`, `backend`, `health`, `access_log`), each with the
 //! checks of its values; `load` reads and parses a file, `validate` runs the
 //! checks and turns a value's place in the document into a line.
 
@@ -20,6 +20,7 @@ mod route;
 mod spans;
 mod tls;
 mod upstream;
+mod upstream_tls;
 mod validate;
 
 #[cfg(test)]
@@ -42,6 +43,7 @@ pub use tls::{
     CertificateConfig, ClientAuthConfig, DEFAULT_HANDSHAKE_TIMEOUT_MS, ListenerTlsConfig,
 };
 pub use upstream::{OutlierConfig, RetryConfig, UpstreamConfig};
+pub use upstream_tls::{TlsMaterial, UpstreamTlsConfig};
 
 /// The whole configuration, as written in the TOML file.
 #[derive(Debug, Clone, Deserialize)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::validate::{Checker, Place};
-use super::{BackendConfig, BalancerConfig, ConfigError, HealthCheckConfig};
+use super::{BackendConfig, BalancerConfig, ConfigError, HealthCheckConfig, UpstreamTlsConfig};
 use super::{MAX_EJECTION_MS, MAX_PERIOD_MS, MAX_TIMEOUT_MS};
 
 /// A named group of backends and the policy that chooses among them.
@@ -50,6 +50,8 @@ pub struct UpstreamConfig {
     /// (`[upstreams.NAME.retry]`).
     #[serde(default)]
     pub retry: RetryConfig,
+    /// TLS to the backends (`[upstreams.NAME.tls]`); absent: plain HTTP.
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 /// Ejecting backends that keep failing real requests.
@@ -129,6 +131,11 @@ impl UpstreamConfig {
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }
+    /// The TLS settings as loaded when the config was checked; none for
+    /// plain HTTP.
+    pub fn tls_material(&self) -> Option<&std::sync::Arc<super::TlsMaterial>> {
+        self.tls.as_ref().and_then(|t| t.material())
+    }
 }
 
 impl Checker<'_> {
@@ -169,6 +176,9 @@ impl Checker<'_> {
         self.within(retries, 0..=10, &at.key("retry").key("retries"), &what)?;
         if let Some(balancer) = &upstream.balancer {
             self.plugin_name(&format!("upstream {name}:"), &balancer.plugin)?;
+        }
+        if let Some(tls) = &upstream.tls {
+            self.upstream_tls(&at.key("tls"), name, tls)?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ mod cells;
 pub use crate::histogram;
 mod plugins;
 mod tls;
+mod upstream_tls;
 
 pub use tls::Handshakes;
 
@@ -207,6 +208,8 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
             u.stats().saturated.load(Relaxed)
         );
     }
+
+    upstream_tls::family(&mut out, &upstreams);
 
     let plugins: Vec<_> = upstreams
         .iter()

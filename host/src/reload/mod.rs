@@ -153,7 +153,15 @@ impl Reloader {
 pub fn watched_files(config: &Config, source: &dyn Source) -> Vec<PathBuf> {
     let mut files = crate::snapshot::plugin_files(config);
     files.extend(crate::termination::files(config));
-    files.extend(source.files());
+    files.extend(config_files(config, source));
+    files
+}
+
+/// The watched files whose change reloads the config, not just plugins:
+/// the source's own, and the upstreams' TLS files (read with the config).
+fn config_files(config: &Config, source: &dyn Source) -> Vec<PathBuf> {
+    let mut files = source.files();
+    files.extend(config.upstream_tls_files());
     files
 }
 
@@ -187,7 +195,7 @@ fn warn_of_restart_only_changes(running: &Config, next: &Config) {
 
 /// Watches the reloader's files (see [`Watcher`]) until `shutdown` fires,
 /// and reloads once per settled change: the config when one of the
-/// source's files changed, else the plugins.
+/// source's files or an upstream TLS file changed, else the plugins.
 ///
 /// `applied` is what the files held before the running snapshot read them,
 /// so a change made while it was being built is still seen.
@@ -204,7 +212,8 @@ pub async fn watch(
             now = watcher.changed(&applied) => now,
             _ = shutdown.changed() => return,
         };
-        let kind = if now.differ_in(&applied, &reloader.source.files()) {
+        let config_files = config_files(reloader.current().config(), &*reloader.source);
+        let kind = if now.differ_in(&applied, &config_files) {
             ReloadKind::Config
         } else {
             ReloadKind::Plugins

@@ -5,6 +5,7 @@
 //! A leaf: it knows files and rustls, not the config or the request path,
 //! so both sides build their rustls configs from it.
 
+pub mod client;
 pub mod files;
 pub mod server;
 

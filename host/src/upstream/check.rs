@@ -1,6 +1,9 @@
 //! Active health checks: every interval, probe each backend of an upstream
 //! at once (HTTP request or TCP connect) on a fresh connection, off the
 //! request path, and feed the results to the backends' rise/fall counters.
+//! A TLS upstream's checks make the same TLS connection as its requests
+//! (the shared connector's handshake; a `tcp` check completes the
+//! handshake too, so a bad certificate fails it).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -11,13 +14,14 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-use super::Upstream;
+use super::connector::{self, Origination};
+use super::{TlsFailures, Upstream, UpstreamClient};
 use crate::backend::CheckError;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
+use crate::tls::client::TlsFailure;
 
 /// Most of a response body an HTTP check reads for `body_contains`.
 const MAX_CHECK_BODY: usize = 64 * 1024;
@@ -36,11 +40,16 @@ pub struct Probe {
     jitter_percent: u32,
     rise: u32,
     fall: u32,
+    /// TLS to the backend, as the upstream's requests use it.
+    tls: Option<Arc<Origination>>,
+    /// Where TLS failures are counted (the client's counters).
+    tls_failures: Arc<TlsFailures>,
 }
 
 impl Probe {
-    /// The probe `config` describes (already validated).
-    pub fn new(config: &HealthCheckConfig) -> Probe {
+    /// The probe `config` describes (already validated), connecting as
+    /// `client` does (TLS or not).
+    pub fn new(config: &HealthCheckConfig, client: &UpstreamClient) -> Probe {
         Probe {
             kind: config.kind,
             method: Method::from_bytes(config.method.as_bytes()).unwrap_or(Method::GET),
@@ -53,26 +62,42 @@ impl Probe {
             jitter_percent: config.jitter_percent,
             rise: config.rise,
             fall: config.fall,
+            tls: client.origination().cloned(),
+            tls_failures: client.tls_failures().clone(),
         }
     }
 
     /// Checks the backend at `addr` once; the error says what failed.
+    /// A TLS failure is counted in the upstream's TLS failures.
     pub async fn check(&self, addr: SocketAddr) -> Result<(), CheckError> {
-        match tokio::time::timeout(self.timeout, self.attempt(addr)).await {
+        let result = match tokio::time::timeout(self.timeout, self.attempt(addr)).await {
             Ok(result) => result,
             Err(_) => Err(CheckError::NoAnswer(self.timeout)),
+        };
+        if let Err(error) = &result
+            && let Some(reason) = TlsFailure::find(error)
+        {
+            self.tls_failures.count(&reason);
         }
+        result
     }
 
     async fn attempt(&self, addr: SocketAddr) -> Result<(), CheckError> {
-        let stream = TcpStream::connect(addr)
+        let started = Instant::now();
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(CheckError::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        // The handshake gets what is left of the check's timeout (the
+        // outer timeout bounds it anyway; this names the TLS step).
+        let left = self.timeout.saturating_sub(started.elapsed());
+        let stream = connector::secure(self.tls.as_deref(), tcp, addr, left, self.timeout)
+            .await
+            .map_err(|e| CheckError::Tls(Box::new(e)))?;
         if self.kind == HealthCheckKind::Tcp {
             return Ok(());
         }
-        let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(stream)
             .await
             .map_err(CheckError::Handshake)?;
         let connection = tokio::spawn(connection);

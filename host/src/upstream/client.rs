@@ -1,25 +1,41 @@
 //! The client an upstream reaches its backends with: a keep-alive pool over
-//! a connector, built from the upstream's protocol settings. Today plain
-//! HTTP/1.1 over TCP; TLS origination and HTTP/2 are further
-//! [`Protocol`]s and connectors behind the same interface.
+//! a [`Connector`] (TCP, then TLS for an upstream with a `tls` table), built
+//! from the upstream's protocol settings. HTTP/2 is a further [`Protocol`]
+//! behind the same interface.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Scheme;
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::UpstreamBody;
+use super::connector::{Connector, Origination};
+use super::stats::TlsFailures;
 use crate::config::UpstreamConfig;
+use crate::tls::Expiry;
+use crate::tls::client::ClientTls;
+
+mod error;
+pub use error::SendError;
 
 /// The protocol weir speaks to an upstream's backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
-    /// HTTP/1.1 over plain TCP, with keep-alive.
+    /// HTTP/1.1, with keep-alive.
     Http1,
+}
+
+impl Protocol {
+    /// What TLS offers in ALPN for this protocol, most preferred first.
+    pub fn alpn(self) -> &'static [&'static [u8]] {
+        match self {
+            Protocol::Http1 => &[b"http/1.1"],
+        }
+    }
 }
 
 /// What the connection pool is built from; a reload keeps the pool when
@@ -30,6 +46,8 @@ struct Settings {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_backend: usize,
+    /// The TLS settings' and files' digest; none for plain HTTP.
+    tls: Option<u64>,
 }
 
 impl Settings {
@@ -39,6 +57,7 @@ impl Settings {
             connect_timeout: config.connect_timeout(),
             idle_timeout: config.idle_timeout(),
             max_idle_per_backend: config.max_idle_per_backend,
+            tls: config.tls_material().map(|m| m.fingerprint),
         }
     }
 }
@@ -46,39 +65,68 @@ impl Settings {
 /// The keep-alive client of one upstream. Cloning shares the pool.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    pool: Client<HttpConnector, UpstreamBody>,
+    pool: Client<Connector, UpstreamBody>,
     settings: Settings,
+    tls: Option<Arc<Origination>>,
+    tls_failures: Arc<TlsFailures>,
 }
 
 impl UpstreamClient {
     /// A client with a fresh pool for `config`'s protocol settings.
-    pub fn new(config: &UpstreamConfig) -> UpstreamClient {
-        UpstreamClient::build(Settings::of(config))
+    pub fn new(name: &str, config: &UpstreamConfig) -> UpstreamClient {
+        UpstreamClient::succeed(name, config, None)
     }
 
-    /// The client for `config` after a reload: `previous`'s, sharing its
-    /// pool, when the settings are unchanged; a new one otherwise.
-    pub fn succeed(config: &UpstreamConfig, previous: Option<&UpstreamClient>) -> UpstreamClient {
+    /// The client for upstream `name` after a load or reload: `previous`'s,
+    /// sharing its pool, when the settings (with the TLS files' contents)
+    /// are unchanged; a new one otherwise. TLS failure counts carry over.
+    /// Warns, at every load, of `insecure_skip_verify`, an empty system
+    /// trust store and a client certificate past or near its end.
+    pub fn succeed(
+        name: &str,
+        config: &UpstreamConfig,
+        previous: Option<&UpstreamClient>,
+    ) -> UpstreamClient {
         let settings = Settings::of(config);
+        if let Some(material) = config.tls_material() {
+            warn_of(name, material);
+        }
         match previous {
             Some(previous) if previous.settings == settings => previous.clone(),
-            _ => UpstreamClient::build(settings),
+            _ => UpstreamClient::build(config, settings, previous),
         }
     }
 
-    fn build(settings: Settings) -> UpstreamClient {
-        let Protocol::Http1 = settings.protocol;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
+    fn build(
+        config: &UpstreamConfig,
+        settings: Settings,
+        previous: Option<&UpstreamClient>,
+    ) -> UpstreamClient {
+        let tls = config.tls_material().map(|material| {
+            let client = ClientTls::new(
+                material.trust.clone(),
+                material.client_cert.as_ref(),
+                material.min_version,
+                settings.protocol.alpn(),
+            );
+            Arc::new(Origination {
+                client,
+                server_name: material.server_name.clone(),
+            })
+        });
+        let connector = Connector::new(settings.connect_timeout, tls.clone());
         let pool = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(settings.idle_timeout)
             .pool_max_idle_per_host(settings.max_idle_per_backend)
             .pool_timer(TokioTimer::new())
             .set_host(false)
             .build(connector);
-        UpstreamClient { pool, settings }
+        UpstreamClient {
+            pool,
+            settings,
+            tls,
+            tls_failures: previous.map(|p| p.tls_failures.clone()).unwrap_or_default(),
+        }
     }
 
     /// The protocol this client speaks.
@@ -86,11 +134,13 @@ impl UpstreamClient {
         self.settings.protocol
     }
 
-    /// The scheme of request URIs sent through this client (`http` now,
-    /// `https` with TLS origination).
+    /// The scheme of request URIs sent through this client: `https` for a
+    /// TLS upstream.
     pub fn scheme(&self) -> Scheme {
-        match self.settings.protocol {
-            Protocol::Http1 => Scheme::HTTP,
+        if self.tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
         }
     }
 
@@ -101,124 +151,111 @@ impl UpstreamClient {
         }
     }
 
+    /// TLS to the backends, for health checks; none for plain HTTP.
+    pub fn origination(&self) -> Option<&Arc<Origination>> {
+        self.tls.as_ref()
+    }
+
+    /// TLS failures so far, by reason (requests and health checks).
+    pub fn tls_failures(&self) -> &Arc<TlsFailures> {
+        &self.tls_failures
+    }
+
     /// Sends `request` (its URI absolute, with [`UpstreamClient::scheme`])
-    /// and waits for the response headers.
+    /// and waits for the response headers. A TLS failure is counted.
     pub async fn send(
         &self,
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, SendError> {
-        self.pool.request(request).await.map_err(SendError::from)
+        self.pool.request(request).await.map_err(|e| {
+            let error = SendError::from(e);
+            if let SendError::Tls { reason, .. } = &error {
+                self.tls_failures.count(reason);
+            }
+            error
+        })
     }
 }
 
-/// Why a request could not be sent to a backend, or its response headers
-/// not read. Shows as the client-facing reason; the hyper error (and the io
-/// error under it) is the source.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// The TCP connect ran past the upstream's `connect_timeout_ms` (504).
-    #[error("connecting to the backend timed out")]
-    ConnectTimeout(#[source] hyper_util::client::legacy::Error),
-    /// The connection could not be made: refused, unreachable (502).
-    #[error("could not connect to the backend")]
-    Connect(#[source] hyper_util::client::legacy::Error),
-    /// The connection failed once made: closed, reset, a malformed
-    /// response (502).
-    #[error("the backend connection failed")]
-    Connection(#[source] hyper_util::client::legacy::Error),
-}
-
-impl From<hyper_util::client::legacy::Error> for SendError {
-    fn from(error: hyper_util::client::legacy::Error) -> SendError {
-        match Failure::of(&error, error.is_connect()) {
-            Failure::ConnectTimeout => SendError::ConnectTimeout(error),
-            Failure::Connect => SendError::Connect(error),
-            Failure::Connection => SendError::Connection(error),
-        }
+/// Logs, at every load, what an operator should hear about an upstream's
+/// TLS: certificates not verified, no system roots, a client certificate
+/// expired or expiring within 14 days.
+fn warn_of(name: &str, material: &crate::config::TlsMaterial) {
+    if material.insecure_skip_verify {
+        tracing::warn!(
+            upstream = name,
+            "tls.insecure_skip_verify = true: the backends' certificates are not verified; anyone on the path to them can impersonate them"
+        );
+    } else if material.system_roots == Some(0) {
+        tracing::warn!(
+            upstream = name,
+            "no system CA certificates were found: every backend certificate will be refused as from an unknown CA; set tls.ca_file"
+        );
     }
-}
-
-impl SendError {
-    /// The status weir answers with: 504 for a connect timeout, 502
-    /// otherwise.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            SendError::ConnectTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            SendError::Connect(_) | SendError::Connection(_) => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    /// The client-facing text of the answer.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            SendError::ConnectTimeout(_) => "connecting to the backend timed out",
-            SendError::Connect(_) => "could not connect to the backend",
-            SendError::Connection(_) => "the backend connection failed",
-        }
-    }
-}
-
-/// The kind of a failed send, from its error chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    ConnectTimeout,
-    Connect,
-    Connection,
-}
-
-impl Failure {
-    /// A timed-out io error anywhere in the chain is a connect timeout
-    /// (the connector's own timeout); else `is_connect` tells a connect
-    /// failure from a failed connection.
-    fn of(error: &(dyn std::error::Error + 'static), is_connect: bool) -> Failure {
-        let timed_out = std::iter::successors(Some(error), |e| e.source()).any(|e| {
-            e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        });
-        if timed_out {
-            Failure::ConnectTimeout
-        } else if is_connect {
-            Failure::Connect
-        } else {
-            Failure::Connection
-        }
+    let Some(pair) = &material.client_cert else {
+        return;
+    };
+    let window = Duration::from_secs(14 * 86_400);
+    let when = pair.facts.not_after_text();
+    let path = pair.cert_path.display();
+    match pair.facts.expiry(std::time::SystemTime::now(), window) {
+        Expiry::Fine => {}
+        Expiry::Soon => tracing::warn!(upstream = name, "tls.cert_file {path} expires on {when}"),
+        Expiry::Expired => tracing::warn!(
+            upstream = name,
+            "tls.cert_file {path} expired on {when}: backends checking it will refuse it"
+        ),
+        Expiry::NotYetValid => tracing::warn!(
+            upstream = name,
+            "tls.cert_file {path} is not valid yet: backends checking it will refuse it"
+        ),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
+    use http::StatusCode;
     use http_body_util::{BodyExt, Empty};
 
     use super::*;
     use crate::upstream::testing::config;
 
-    #[derive(Debug, thiserror::Error)]
-    #[error("connect")]
-    struct Wrapped(#[source] std::io::Error);
-
-    #[test]
-    fn a_timed_out_io_error_anywhere_in_the_chain_is_a_connect_timeout() {
-        let timed_out = Wrapped(std::io::ErrorKind::TimedOut.into());
-        assert_eq!(Failure::of(&timed_out, true), Failure::ConnectTimeout);
-        assert_eq!(Failure::of(&timed_out, false), Failure::ConnectTimeout);
-        let refused = Wrapped(std::io::ErrorKind::ConnectionRefused.into());
-        assert_eq!(Failure::of(&refused, true), Failure::Connect);
-        assert_eq!(Failure::of(&refused, false), Failure::Connection);
-    }
-
     #[test]
     fn the_pool_is_kept_only_when_the_settings_are_unchanged() {
-        let first = UpstreamClient::new(&config(1, ""));
-        let same = UpstreamClient::succeed(&config(1, ""), Some(&first));
+        let first = UpstreamClient::new("web", &config(1, ""));
+        let same = UpstreamClient::succeed("web", &config(1, ""), Some(&first));
         assert_eq!(same.settings, first.settings);
-        let other = UpstreamClient::succeed(&config(1, "connect_timeout_ms = 7"), Some(&first));
+        let other =
+            UpstreamClient::succeed("web", &config(1, "connect_timeout_ms = 7"), Some(&first));
         assert_ne!(other.settings, first.settings);
         assert_eq!(
             (first.scheme(), first.version()),
             (Scheme::HTTP, Version::HTTP_11)
         );
         assert_eq!(first.protocol(), Protocol::Http1);
+    }
+
+    #[test]
+    fn a_tls_upstream_sends_https_and_its_settings_pick_the_pool() {
+        let plain = UpstreamClient::new("web", &config(1, ""));
+        let tls = UpstreamClient::new("web", &config(1, "[upstreams.web.tls]"));
+        assert_eq!(
+            (plain.scheme(), tls.scheme()),
+            (Scheme::HTTP, Scheme::HTTPS)
+        );
+        assert!(plain.origination().is_none() && tls.origination().is_some());
+        assert_eq!(Protocol::Http1.alpn(), [b"http/1.1"]);
+        let same = UpstreamClient::succeed("web", &config(1, "[upstreams.web.tls]"), Some(&tls));
+        assert_eq!(same.settings, tls.settings);
+        let insecure = "[upstreams.web.tls]\ninsecure_skip_verify = true";
+        let other = UpstreamClient::succeed("web", &config(1, insecure), Some(&tls));
+        assert_ne!(other.settings, tls.settings);
+        // The failure counts follow the upstream to its new pool.
+        assert!(Arc::ptr_eq(other.tls_failures(), tls.tls_failures()));
+        // And back to plain HTTP: a new pool again.
+        let back = UpstreamClient::succeed("web", &config(1, ""), Some(&other));
+        assert_eq!(back.scheme(), Scheme::HTTP);
     }
 
     fn get(addr: std::net::SocketAddr) -> Request<UpstreamBody> {
@@ -233,7 +270,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let client = UpstreamClient::new(&config(1, ""));
+        let client = UpstreamClient::new("web", &config(1, ""));
         let error = client.send(get(addr)).await.unwrap_err();
         assert!(matches!(error, SendError::Connect(_)), "{error:?}");
         assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
@@ -255,7 +292,7 @@ mod tests {
             let mut buf = [0u8; 64];
             let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
         });
-        let client = UpstreamClient::new(&config(1, ""));
+        let client = UpstreamClient::new("web", &config(1, ""));
         let error = client.send(get(addr)).await.unwrap_err();
         assert!(matches!(error, SendError::Connection(_)), "{error:?}");
         assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
@@ -279,7 +316,7 @@ mod tests {
                 _ => break,
             }
         }
-        let client = UpstreamClient::new(&config(1, "connect_timeout_ms = 100"));
+        let client = UpstreamClient::new("web", &config(1, "connect_timeout_ms = 100"));
         let error = client.send(get(addr)).await.unwrap_err();
         assert!(matches!(error, SendError::ConnectTimeout(_)), "{error:?}");
         assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);

@@ -7,7 +7,8 @@
 //! - `membership.rs`: backends from the config, rebuilding the set, the
 //!   maintenance task; `admin.rs`: the operator's changes; `check.rs`:
 //!   active health checks.
-//! - [`UpstreamClient`] (`client.rs`): the connection pool.
+//! - [`UpstreamClient`] (`client.rs`): the connection pool, over the
+//!   connector (`connector.rs`: TCP, then TLS) the health checks share.
 //!
 //! The backend types are in [`crate::backend`] and re-exported here.
 
@@ -16,6 +17,7 @@ mod balancer;
 mod check;
 mod choose;
 mod client;
+mod connector;
 mod fallback;
 mod membership;
 mod outlier;
@@ -44,9 +46,10 @@ pub use admin::{AdminError, InvalidChange, NewBackend};
 pub use balancer::PluginBalancer;
 pub use choose::{ASKS, Choice};
 pub use client::{Protocol, SendError, UpstreamClient};
+pub use connector::{BackendStream, ConnectError, Origination};
 pub use fallback::RoundRobin;
 pub use retry::RetryBudget;
-pub use stats::UpstreamStats;
+pub use stats::{TlsFailures, UpstreamStats};
 
 use crate::config::{BackendConfig, OutlierConfig, RetryConfig, UpstreamConfig};
 
@@ -148,19 +151,20 @@ impl Upstream {
         };
         let set = Arc::new(BackendSet::new(members));
         policy.update(&set);
+        let client = UpstreamClient::succeed(name, config, previous.map(|p| &p.client));
         let upstream = Upstream {
             name: name.into(),
             backends: ArcSwap::new(set),
             policy,
             fallback: RoundRobin::default(),
-            client: UpstreamClient::succeed(config, previous.map(|p| &p.client)),
-            request_timeout: config.request_timeout(),
-            max_in_flight: config.max_in_flight_per_backend,
-            slow_start: Duration::from_millis(config.slow_start_ms),
             probe: config
                 .health_check
                 .as_ref()
-                .map(|c| Arc::new(check::Probe::new(c))),
+                .map(|c| Arc::new(check::Probe::new(c, &client))),
+            client,
+            request_timeout: config.request_timeout(),
+            max_in_flight: config.max_in_flight_per_backend,
+            slow_start: Duration::from_millis(config.slow_start_ms),
             outlier: config.outlier_detection.clone(),
             retry: config.retry.clone(),
             configured: config.backends.clone(),

@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::retry::RetryBudget;
 use crate::config::RetryConfig;
 use crate::histogram::{Histogram, PLUGIN_CALL_SECONDS};
+use crate::tls::client::TlsFailure;
 
 /// What happened to an upstream's requests besides the backends' answers.
 #[derive(Debug)]
@@ -48,5 +49,26 @@ impl UpstreamStats {
                 Instant::now(),
             ),
         }
+    }
+}
+
+/// TLS failures to an upstream's backends (requests and health checks), by
+/// reason; shared by the client and the probe, carried across reloads.
+#[derive(Debug, Default)]
+pub struct TlsFailures {
+    counts: [AtomicU64; TlsFailure::LABELS.len()],
+}
+
+impl TlsFailures {
+    /// Counts one failure for `reason`.
+    pub fn count(&self, reason: &TlsFailure) {
+        self.counts[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Each reason's label with its count, in [`TlsFailure::LABELS`] order.
+    pub fn by_reason(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        (TlsFailure::LABELS.iter())
+            .zip(&self.counts)
+            .map(|(label, count)| (*label, count.load(Ordering::Relaxed)))
     }
 }
