@@ -8,6 +8,7 @@
 pub mod client;
 pub mod files;
 pub mod server;
+mod sni;
 
 use std::sync::Arc;
 
