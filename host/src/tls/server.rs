@@ -280,20 +280,20 @@ fn server_config(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::path::Path;
     use std::time::{Duration, SystemTime};
 
     use super::*;
 
-    fn dir(name: &str) -> PathBuf {
+    pub(in crate::tls) fn dir(name: &str) -> PathBuf {
         let dir =
             std::env::temp_dir().join(format!("weir-tls-server-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
 
-    fn write_pair(dir: &Path, file: &str, names: &[&str]) -> CertSpec {
+    pub(in crate::tls) fn write_pair(dir: &Path, file: &str, names: &[&str]) -> CertSpec {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let made = rcgen::generate_simple_self_signed(names).unwrap();
         let cert_file = dir.join(format!("{file}.crt"));
@@ -307,7 +307,7 @@ mod tests {
         }
     }
 
-    fn spec(certificates: Vec<CertSpec>) -> ServerSpec {
+    pub(in crate::tls) fn spec(certificates: Vec<CertSpec>) -> ServerSpec {
         ServerSpec {
             certificates,
             min_version: MinVersion::Tls12,

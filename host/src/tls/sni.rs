@@ -93,26 +93,11 @@ impl ResolvesServerCert for SniResolver {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
     use std::time::{Duration, SystemTime};
 
-    use super::super::MinVersion;
-    use super::super::server::{CertSpec, ServerTls};
+    use super::super::server::ServerTls;
+    use super::super::server::tests::{dir, spec, write_pair};
     use super::*;
-
-    fn write_pair(dir: &Path, file: &str, names: &[&str]) -> CertSpec {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let made = rcgen::generate_simple_self_signed(names).unwrap();
-        let cert_file = dir.join(format!("{file}.crt"));
-        let key_file = dir.join(format!("{file}.key"));
-        std::fs::write(&cert_file, made.cert.pem()).unwrap();
-        std::fs::write(&key_file, made.signing_key.serialize_pem()).unwrap();
-        CertSpec {
-            cert_file,
-            key_file,
-            names: vec![],
-        }
-    }
 
     fn build(spec: &ServerSpec) -> ServerTls {
         let (tls, notices) =
@@ -132,22 +117,14 @@ mod tests {
 
     #[test]
     fn names_pick_exact_then_wildcard_then_the_default() {
-        let dir: PathBuf =
-            std::env::temp_dir().join(format!("weir-tls-sni-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir("sni");
         let mut api = write_pair(&dir, "api", &["api.example.com"]);
         api.names = vec!["API.example.com".into()];
-        let spec = ServerSpec {
-            certificates: vec![
-                write_pair(&dir, "default", &["default.test"]),
-                api,
-                write_pair(&dir, "wild", &["*.example.com"]),
-            ],
-            min_version: MinVersion::Tls12,
-            alpn: vec![],
-            client_auth: None,
-            handshake_timeout: Duration::from_secs(10),
-        };
+        let spec = spec(vec![
+            write_pair(&dir, "default", &["default.test"]),
+            api,
+            write_pair(&dir, "wild", &["*.example.com"]),
+        ]);
         let tls = build(&spec);
         assert_eq!(which(&tls, Some("api.example.com")), 1);
         assert_eq!(which(&tls, Some("Api.Example.Com.")), 1);
