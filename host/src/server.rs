@@ -18,6 +18,7 @@ use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
 use crate::proxy::{RefusedRequests, Shared};
 use crate::reload::{ReloadError, ReloadKind, Reloader, Signatures, WatchMode};
 use crate::snapshot::Snapshot;
+use crate::termination::ListenerAt;
 
 /// Why weir could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,12 +77,14 @@ impl Server {
             .map(Arc::new);
         let admin_config = config.admin.clone().zip(config.admin_addr());
         let store = Arc::new(PluginStore::new(runtime));
-        let listeners: Vec<(SocketAddr, FrontLimits, bool)> = config
+        let listeners: Vec<(SocketAddr, FrontLimits, Option<ListenerAt>)> = config
             .listeners
             .iter()
-            .filter_map(|l| {
+            .enumerate()
+            .filter_map(|(i, l)| {
                 let addr = l.address.get_ref().parse().ok()?;
-                Some((addr, l.limits(), l.tls.is_some()))
+                let tls = l.tls.is_some().then(|| ListenerAt::of(&config, i));
+                Some((addr, l.limits(), tls))
             })
             .collect();
         // The file the config came from, or the config itself in memory.
@@ -126,9 +129,9 @@ impl Server {
         let refused = Arc::new(RefusedRequests::default());
         let mut bound = Vec::new();
         let mut handshakes = Vec::new();
-        for (index, (addr, limits, tls)) in listeners.into_iter().enumerate() {
+        for (addr, limits, tls) in listeners {
             let (listener, local) = bind(addr).await.map_err(StartError::from)?;
-            tracing::info!(addr = %local, tls, "listening");
+            tracing::info!(addr = %local, tls = tls.is_some(), "listening");
             bound.push(local);
             let shared = Arc::new(Shared {
                 state: state.clone(),
@@ -148,10 +151,10 @@ impl Server {
                 refused: Some(refused.clone()),
             };
             let stop = shutdown.subscribe();
-            if tls {
+            if let Some(configured) = tls {
                 let stats = Arc::new(HandshakeStats::default());
                 handshakes.push((local.to_string(), stats.clone()));
-                let acceptor = TlsAcceptor::new(state.clone(), index, stats);
+                let acceptor = TlsAcceptor::new(state.clone(), configured, stats);
                 let serve = serve.with_acceptor(acceptor);
                 tasks.spawn(accept_loop(listener, serve, stop));
             } else {

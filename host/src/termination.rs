@@ -10,9 +10,12 @@ use std::time::SystemTime;
 use crate::config::{Config, ConfigError};
 use crate::tls::server::ServerTls;
 
-/// Each listener's TLS, in config order; `None` for a plain listener.
+/// Each listener's address as configured, and its TLS (`None` for a plain
+/// listener), in config order. Found by address (and, for listeners
+/// sharing one such as port 0, which of them), not position, so a
+/// reordered config keeps each certificate on its socket.
 #[derive(Debug, Default)]
-pub struct ListenerTls(Vec<Option<Arc<ServerTls>>>);
+pub struct ListenerTls(Vec<(String, Option<Arc<ServerTls>>)>);
 
 impl ListenerTls {
     /// Builds the TLS of every listener of `config`, taking any file that
@@ -24,14 +27,15 @@ impl ListenerTls {
         let base = config.base_dir();
         let now = SystemTime::now();
         let mut built = Vec::with_capacity(config.listeners.len());
-        for (index, listener) in config.listeners.iter().enumerate() {
+        for listener in &config.listeners {
+            let address = listener.address.get_ref();
             let Some(tls) = &listener.tls else {
-                built.push(None);
+                built.push((address.clone(), None));
                 continue;
             };
-            let address = listener.address.get_ref();
             let spec = tls.spec(&base);
-            let before = previous.and_then(|p| p.get(index));
+            let at = ListenerAt::of(config, built.len());
+            let before = previous.and_then(|p| p.get(&at));
             let (server, notices) =
                 ServerTls::build(&spec, before.as_deref(), now, tls.expiry_warning()).map_err(
                     |error| {
@@ -52,22 +56,47 @@ impl ListenerTls {
             for notice in notices {
                 tracing::warn!(listener = %address, "{notice}");
             }
-            built.push(Some(Arc::new(server)));
+            built.push((address.clone(), Some(Arc::new(server))));
         }
         Ok(ListenerTls(built))
     }
 
-    /// The TLS of the listener at `index` in the config, if it has some.
-    pub fn get(&self, index: usize) -> Option<Arc<ServerTls>> {
-        self.0.get(index).cloned().flatten()
-    }
-
-    /// Every TLS listener's index and TLS.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, &Arc<ServerTls>)> {
+    /// The TLS of the listener configured at `at`, if it has some.
+    pub fn get(&self, at: &ListenerAt) -> Option<Arc<ServerTls>> {
         self.0
             .iter()
-            .enumerate()
-            .filter_map(|(i, tls)| Some((i, tls.as_ref()?)))
+            .filter(|(a, _)| *a == at.address)
+            .nth(at.nth)
+            .and_then(|(_, tls)| tls.clone())
+    }
+
+    /// Every TLS listener's configured address and TLS.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<ServerTls>)> {
+        self.0
+            .iter()
+            .filter_map(|(a, tls)| Some((a.as_str(), tls.as_ref()?)))
+    }
+}
+
+/// Which listener of a config: its address as written, and which of the
+/// listeners with that address (0 unless several share it, as port 0 may).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerAt {
+    /// The `address` value.
+    pub address: String,
+    /// How many listeners before it have the same address.
+    pub nth: usize,
+}
+
+impl ListenerAt {
+    /// The listener at `index` in `config`'s list.
+    pub fn of(config: &Config, index: usize) -> ListenerAt {
+        let address = config.listeners[index].address.get_ref().clone();
+        let nth = config.listeners[..index]
+            .iter()
+            .filter(|l| *l.address.get_ref() == address)
+            .count();
+        ListenerAt { address, nth }
     }
 }
 
@@ -131,5 +160,64 @@ address = "127.0.0.1:9001"
         // The files do not exist: the first build fails at the file's line.
         let error = ListenerTls::build(&config, None).unwrap_err().to_string();
         assert!(error.starts_with("/etc/weir/weir.toml:6:13: listener 127.0.0.1:0 tls: /etc/weir/a.crt: cannot read it"), "{error}");
+    }
+
+    fn pair(dir: &Path, name: &str) -> String {
+        let made = rcgen::generate_simple_self_signed(vec![format!("{name}.test")]).unwrap();
+        let (cert, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        format!(
+            "[listeners.tls]\n[[listeners.tls.certificates]]\ncert_file = {:?}\nkey_file = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        )
+    }
+
+    fn config(listeners: &[(&str, &str)]) -> Config {
+        let mut text = String::new();
+        for (address, tls) in listeners {
+            text.push_str(&format!("[[listeners]]\naddress = {address:?}\n{tls}\n"));
+        }
+        text.push_str("[[routes]]\nupstream = \"web\"\n[upstreams.web]\n[[upstreams.web.backends]]\naddress = \"127.0.0.1:9001\"\n");
+        Config::parse(Path::new("weir.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn listeners_keep_their_certificates_by_address_not_position() {
+        let dir = std::env::temp_dir().join(format!("weir-termination-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (pair(&dir, "a"), pair(&dir, "b"));
+        let names =
+            |tls: &ListenerTls, at: ListenerAt| tls.get(&at).unwrap().pairs[0].facts.names.clone();
+        let at = |address: &str, nth| ListenerAt {
+            address: address.into(),
+            nth,
+        };
+        // Two listeners on port 0 share an address: each keeps its own.
+        let first = config(&[
+            ("127.0.0.1:0", &a),
+            ("127.0.0.1:0", &b),
+            ("127.0.0.1:8443", &a),
+        ]);
+        assert_eq!(ListenerAt::of(&first, 1), at("127.0.0.1:0", 1));
+        let built = ListenerTls::build(&first, None).unwrap();
+        assert_eq!(names(&built, at("127.0.0.1:0", 0)), ["a.test"]);
+        assert_eq!(names(&built, at("127.0.0.1:0", 1)), ["b.test"]);
+        // Reordered: the socket bound for 127.0.0.1:8443 still finds its
+        // certificate; a plain listener has none.
+        let second = config(&[
+            ("127.0.0.1:8443", &b),
+            ("127.0.0.1:80", ""),
+            ("127.0.0.1:0", &a),
+        ]);
+        let rebuilt = ListenerTls::build(&second, Some(&built)).unwrap();
+        assert_eq!(names(&rebuilt, at("127.0.0.1:8443", 0)), ["b.test"]);
+        assert!(rebuilt.get(&at("127.0.0.1:80", 0)).is_none());
+        assert!(rebuilt.get(&at("127.0.0.1:0", 1)).is_none());
+        assert_eq!(rebuilt.iter().count(), 2);
     }
 }

@@ -17,6 +17,7 @@ use tokio_rustls::server::TlsStream;
 use super::Acceptor;
 use crate::connection::{ConnectionInfo, TlsInfo};
 use crate::snapshot::Snapshot;
+use crate::termination::ListenerAt;
 use crate::tls::server::ServerTls;
 
 /// Why a handshake failed, as `/metrics` labels it.
@@ -166,11 +167,11 @@ impl HandshakeStats {
     }
 }
 
-/// Terminates TLS for the listener at `index` in the config, with the TLS
-/// of whichever snapshot serves when a client connects.
+/// Terminates TLS for the listener configured at `at`, with the TLS of
+/// whichever snapshot serves when a client connects.
 pub struct TlsAcceptor {
     state: Arc<ArcSwap<Snapshot>>,
-    index: usize,
+    at: ListenerAt,
     /// The TLS last found in a snapshot: kept serving if a reload's config
     /// takes TLS off this listener (which applies at the next restart).
     last: ArcSwapOption<ServerTls>,
@@ -178,19 +179,20 @@ pub struct TlsAcceptor {
 }
 
 impl TlsAcceptor {
-    /// The acceptor of listener `index`, counting into `stats`.
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, index: usize, stats: Arc<HandshakeStats>) -> Self {
-        let last = ArcSwapOption::new(state.load().listener_tls().get(index));
+    /// The acceptor of the listener configured at `at`, counting into
+    /// `stats`.
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, at: ListenerAt, stats: Arc<HandshakeStats>) -> Self {
+        let last = ArcSwapOption::new(state.load().listener_tls().get(&at));
         TlsAcceptor {
             state,
-            index,
+            at,
             last,
             stats,
         }
     }
 
     fn current(&self) -> Option<Arc<ServerTls>> {
-        match self.state.load().listener_tls().get(self.index) {
+        match self.state.load().listener_tls().get(&self.at) {
             Some(tls) => {
                 let stale = self
                     .last

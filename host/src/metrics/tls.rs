@@ -54,12 +54,11 @@ pub(super) fn families(out: &mut String, snapshot: &Snapshot, handshakes: &[Hand
         &failed,
         u64::to_string,
     );
-    let config = snapshot.config();
     let expiry: Vec<_> = snapshot
         .listener_tls()
         .iter()
-        .flat_map(|(index, tls)| {
-            let listener = escape(config.listeners[index].address.get_ref());
+        .flat_map(|(address, tls)| {
+            let listener = escape(address);
             tls.pairs.iter().map(move |pair| {
                 let file = escape(&pair.cert_path.display().to_string());
                 let at = pair
