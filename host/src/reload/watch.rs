@@ -224,6 +224,10 @@ impl Watcher {
         let Some(events) = &mut self.events else {
             return false;
         };
+        // A directory removed and made again can get the old one's inode
+        // number back, while the old watch died with the old directory: after
+        // any removal that is not a watched file, every watch is set anew.
+        let renew = events.inbox.take_removed_other();
         let wanted: BTreeMap<PathBuf, Option<u64>> = self
             .paths
             .iter()
@@ -234,18 +238,18 @@ impl Watcher {
                 (dir, inode)
             })
             .collect();
-        if wanted == events.watching {
+        if wanted == events.watching && !renew {
             return false;
         }
         for (dir, inode) in &events.watching {
-            if wanted.get(dir) != Some(inode) {
+            if renew || wanted.get(dir) != Some(inode) {
                 let _ = events.backend.unwatch(dir);
             }
         }
         let mut added = false;
         let mut failed = None;
         for (dir, inode) in &wanted {
-            if events.watching.get(dir) == Some(inode) {
+            if !renew && events.watching.get(dir) == Some(inode) {
                 continue;
             }
             if let Err(error) = events.backend.watch(dir, RecursiveMode::NonRecursive) {

@@ -24,6 +24,10 @@ pub(super) struct Inbox {
     /// Watched files written to and not closed since, with when the first
     /// write was seen.
     writing: Mutex<BTreeMap<PathBuf, Instant>>,
+    /// Something other than a watched file was removed (a directory, most
+    /// likely a watched one): its watches must be set again, even when a
+    /// new directory of the same name has the old one's inode number.
+    removed_other: std::sync::atomic::AtomicBool,
 }
 
 impl Inbox {
@@ -62,12 +66,27 @@ impl Inbox {
                 for path in &watched {
                     writing.remove(path);
                 }
+                if matches!(event.kind, EventKind::Remove(_)) && watched.len() < event.paths.len() {
+                    self.removed_other
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            EventKind::Remove(_) => {
+                self.removed_other
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
             // Opening and reading (weir's own reads among them) change nothing.
             EventKind::Access(_) => return,
             _ => {}
         }
         self.wake.notify_one();
+    }
+
+    /// Whether something other than a watched file was removed since the
+    /// last call.
+    pub(super) fn take_removed_other(&self) -> bool {
+        self.removed_other
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The event thread failed (queue overflow, watch removed): the watcher
@@ -124,6 +143,22 @@ mod tests {
         inbox.event(event(write, "/p/a.wasm"));
         inbox.set_files(&[]);
         assert!(!inbox.writing(), "a file no longer watched does not either");
+    }
+
+    #[test]
+    fn a_removed_directory_asks_for_the_watches_to_be_set_again() {
+        let inbox = Inbox::default();
+        inbox.set_files(&[PathBuf::from("/p/a.wasm")]);
+        inbox.event(event(EventKind::Remove(RemoveKind::File), "/p/a.wasm"));
+        assert!(
+            !inbox.take_removed_other(),
+            "a watched file's removal is only a change"
+        );
+        inbox.event(event(EventKind::Remove(RemoveKind::Folder), "/p"));
+        assert!(inbox.take_removed_other());
+        assert!(!inbox.take_removed_other(), "taken once");
+        inbox.event(event(EventKind::Remove(RemoveKind::Any), "/p"));
+        assert!(inbox.take_removed_other());
     }
 
     #[test]
