@@ -54,6 +54,12 @@ fn error(path: &Path, problem: FileProblem) -> FileError {
     }
 }
 
+/// `path` holds `what`, which does not parse for the reason `why`.
+fn unparsable(path: &Path, what: &'static str, why: impl Into<String>) -> FileError {
+    let why = why.into();
+    error(path, FileProblem::Parse { what, why })
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, FileError> {
     std::fs::read(path).map_err(|e| error(path, FileProblem::Read(e)))
 }
@@ -63,29 +69,12 @@ pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, FileErr
     let pem = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            let why = e.to_string();
-            error(
-                path,
-                FileProblem::Parse {
-                    what: "a certificate",
-                    why,
-                },
-            )
-        })?;
+        .map_err(|e| unparsable(path, "a certificate", e.to_string()))?;
     if certs.is_empty() {
         return Err(error(path, FileProblem::Missing("certificate")));
     }
     for cert in &certs {
-        CertFacts::of(cert).map_err(|why| {
-            error(
-                path,
-                FileProblem::Parse {
-                    what: "a certificate",
-                    why,
-                },
-            )
-        })?;
+        CertFacts::of(cert).map_err(|why| unparsable(path, "a certificate", why))?;
     }
     Ok(certs)
 }
@@ -97,13 +86,7 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, FileError> {
         rustls::pki_types::pem::Error::NoItemsFound => {
             error(path, FileProblem::Missing("private key"))
         }
-        e => error(
-            path,
-            FileProblem::Parse {
-                what: "the private key",
-                why: e.to_string(),
-            },
-        ),
+        e => unparsable(path, "the private key", e.to_string()),
     })
 }
 
@@ -111,16 +94,9 @@ pub fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, FileError> {
 pub fn roots(path: &Path) -> Result<RootCertStore, FileError> {
     let mut store = RootCertStore::empty();
     for cert in certificates(path)? {
-        store.add(cert).map_err(|e| {
-            let why = e.to_string();
-            error(
-                path,
-                FileProblem::Parse {
-                    what: "a CA certificate",
-                    why,
-                },
-            )
-        })?;
+        store
+            .add(cert)
+            .map_err(|e| unparsable(path, "a CA certificate", e.to_string()))?;
     }
     Ok(store)
 }
@@ -160,15 +136,8 @@ impl KeyPair {
             .key_provider
             .load_private_key(der)
             .map_err(|e| error(key_path, FileProblem::Key(e)))?;
-        let facts = CertFacts::of(&chain[0]).map_err(|why| {
-            error(
-                cert_path,
-                FileProblem::Parse {
-                    what: "the certificate",
-                    why,
-                },
-            )
-        })?;
+        let facts = CertFacts::of(&chain[0])
+            .map_err(|why| unparsable(cert_path, "the certificate", why))?;
         let key = CertifiedKey::new(chain, signing);
         match key.keys_match() {
             Ok(()) => {}
