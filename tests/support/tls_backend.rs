@@ -188,7 +188,7 @@ impl PythonTls {
     /// Like [`PythonTls::start`], speaking TLS up to `max` (`"1.2"` or
     /// `"1.3"`).
     pub fn start_up_to(cert: &Path, key: &Path, max: &str) -> PythonTls {
-        let mut child = std::process::Command::new("python3")
+        let mut child = std::process::Command::new(super::python::python())
             .arg("-c")
             .arg(PYTHON_SERVER)
             .arg(cert)
