@@ -1,5 +1,5 @@
 //! Python peers for the tests: the interpreter with the pinned test
-//! packages (`websockets`, `grpcio`, `grpcio-tools`, installed by
+//! packages (`websockets`, `grpcio`, `grpcio-tools`, `grpcio-health-checking`, installed by
 //! `.ci/toolchains` into a virtualenv), and a script run as a child that
 //! prints its port first and is killed when dropped.
 
