@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::refused::Refusal;
 use super::request_body::BodyFault;
 use crate::error::chain;
-use crate::upstream::{Backend, InFlight, Upstream, UpstreamBody};
+use crate::upstream::{Backend, BackendBody, InFlight, Upstream, UpstreamBody};
 
 /// A failed attempt: what to answer, and whether another backend may be
 /// tried.
@@ -48,10 +47,10 @@ pub(crate) async fn forward(
     backend: &Arc<Backend>,
     request: Request<UpstreamBody>,
     fault: &BodyFault,
-) -> Result<(Response<Incoming>, InFlight), Failure> {
+) -> Result<(Response<BackendBody>, InFlight), Failure> {
     let in_flight = backend.stats.start();
     let started = Instant::now();
-    let sent = upstream.client().send(request);
+    let sent = upstream.client().send(backend.addr, request);
     let outcome = tokio::time::timeout(upstream.request_timeout(), sent).await;
     if let (Err(_) | Ok(Err(_)), Some(refusal)) = (&outcome, fault.get()) {
         if let Ok(Err(error)) = &outcome {
