@@ -19,7 +19,8 @@ use support::{TempDir, TestProxy, client, config_text, get, spread, wait_for};
 /// weir in front of `backends` with `protocol = "h2c"` and `extra` keys.
 async fn h2c_proxy(backends: &[SocketAddr], extra: &str) -> TestProxy {
     let upstream = format!("protocol = \"h2c\"\n{extra}");
-    TestProxy::start(&config_text(backends, &upstream, "")).await
+    let admin = "\n[admin]\naddress = \"127.0.0.1:0\"\n";
+    TestProxy::start(&(config_text(backends, &upstream, "") + admin)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,6 +42,18 @@ async fn requests_reach_an_h2c_backend_multiplexed_on_one_connection() {
     // 20 at a time fit in one connection's 100 streams.
     assert_eq!(backend.opened(), 1);
     assert_eq!(backend.requests(), 201);
+    let metrics = support::metrics_text(&proxy).await;
+    for series in [
+        "weir_upstream_h2_connections{upstream=\"web\"} 1",
+        "weir_upstream_h2_connections_opened_total{upstream=\"web\"} 1",
+        "weir_upstream_h2_connect_failures_total{upstream=\"web\"} 0",
+        "weir_upstream_h2_streams{upstream=\"web\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == series),
+            "{series} in\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,6 +194,19 @@ async fn an_h2c_upstream_whose_backend_speaks_only_http1_is_a_502() {
     let (status, body) = get(&client(), &format!("{}/", proxy.url)).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("the backend connection failed"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_response_headers_are_a_502_and_the_connection_serves_on() {
+    let backend = H2Backend::start("b1", H2Options::default()).await;
+    let proxy = h2c_proxy(&[backend.addr], "").await;
+    let client = client();
+    let (status, body) = get(&client, &format!("{}/big-headers", proxy.url)).await;
+    assert_eq!(status, 502, "{body}");
+    for _ in 0..3 {
+        let (status, body) = get(&client, &format!("{}/", proxy.url)).await;
+        assert_eq!(status, 200, "{body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

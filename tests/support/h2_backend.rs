@@ -4,7 +4,8 @@
 //! - `/` : `NAME VERSION authority=A te=T xff=F` (what it was sent);
 //! - `/trailers`: `data`, then trailers `x-checksum: abc`, `x-count: 2`;
 //! - `/hold?ms=N`: waits N ms, then answers as `/`;
-//! - `/echo`: the request body back, streamed.
+//! - `/echo`: the request body back, streamed;
+//! - `/big-headers`: 128 KiB of response headers.
 //!
 //! `goaway_after`: each connection is shut down gracefully (GOAWAY) after
 //! that many requests.
@@ -207,6 +208,15 @@ async fn answer(name: &str, request: Request<Incoming>) -> Response<Body> {
             Response::new(full(describe))
         }
         "/echo" => Response::new(request.into_body().boxed()),
+        "/big-headers" => {
+            let mut response = Response::new(full(describe));
+            let value = HeaderValue::from_str(&"x".repeat(8 * 1024)).unwrap();
+            for i in 0..16 {
+                let name = http::HeaderName::from_bytes(format!("x-big-{i}").as_bytes()).unwrap();
+                response.headers_mut().insert(name, value.clone());
+            }
+            response
+        }
         _ => Response::new(full(describe)),
     }
 }

@@ -5,6 +5,7 @@ mod cells;
 pub use crate::histogram;
 mod plugins;
 mod tls;
+mod upstream_h2;
 mod upstream_tls;
 
 pub use tls::Handshakes;
@@ -210,6 +211,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
     }
 
     upstream_tls::family(&mut out, &upstreams);
+    upstream_h2::families(&mut out, &upstreams);
 
     let plugins: Vec<_> = upstreams
         .iter()

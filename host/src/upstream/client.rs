@@ -23,6 +23,7 @@ mod error;
 mod h2;
 pub use body::BackendBody;
 pub use error::SendError;
+pub use h2::H2Stats;
 
 /// The protocol weir speaks to an upstream's backends.
 pub use crate::config::UpstreamProtocol as Protocol;
@@ -175,6 +176,14 @@ impl UpstreamClient {
         match self.settings.protocol {
             Protocol::Http1 => Version::HTTP_11,
             Protocol::H2c | Protocol::H2 => Version::HTTP_2,
+        }
+    }
+
+    /// The HTTP/2 pool's connections, streams and counts; none for HTTP/1.1.
+    pub fn h2_stats(&self) -> Option<H2Stats> {
+        match &self.pool {
+            Pool::Http1(_) => None,
+            Pool::H2(pool) => Some(pool.stats()),
         }
     }
 

@@ -39,6 +39,31 @@ pub(super) struct H2Pool {
     max_streams: usize,
     idle_timeout: Duration,
     hosts: Mutex<HashMap<SocketAddr, Arc<Host>>>,
+    counts: Arc<H2Counts>,
+}
+
+/// What an HTTP/2 pool has done, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct H2Counts {
+    /// Connections open now.
+    pub open: AtomicU64,
+    /// Connections ever opened.
+    pub opened: AtomicU64,
+    /// Dials that failed (connect, TLS, not HTTP/2).
+    pub failed: AtomicU64,
+}
+
+/// A snapshot of an HTTP/2 pool, for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct H2Stats {
+    /// Connections open now.
+    pub open: u64,
+    /// Connections ever opened.
+    pub opened: u64,
+    /// Dials that failed.
+    pub failed: u64,
+    /// Requests on the pool's connections now.
+    pub streams: u64,
 }
 
 /// One backend's connections.
@@ -134,6 +159,33 @@ impl H2Pool {
             max_streams: h2.max_streams_per_connection as usize,
             idle_timeout,
             hosts: Mutex::default(),
+            counts: Arc::default(),
+        }
+    }
+
+    /// Its connections and streams now, and its counts.
+    pub(super) fn stats(&self) -> H2Stats {
+        let hosts: Vec<_> = {
+            let hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+            hosts.values().cloned().collect()
+        };
+        let streams = hosts
+            .iter()
+            .flat_map(|h| {
+                h.conns
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+            })
+            .filter(|c| c.is_usable())
+            .map(|c| c.streams.load(Ordering::Acquire) as u64)
+            .sum();
+        let counts = &self.counts;
+        H2Stats {
+            open: counts.open.load(Ordering::Relaxed),
+            opened: counts.opened.load(Ordering::Relaxed),
+            failed: counts.failed.load(Ordering::Relaxed),
+            streams,
         }
     }
 
@@ -211,6 +263,7 @@ impl H2Pool {
                 Ok(Stream { conn })
             }
             Err(error) => {
+                self.counts.failed.fetch_add(1, Ordering::Relaxed);
                 let error = Arc::new(error);
                 *host
                     .last_failure
@@ -243,7 +296,14 @@ impl H2Pool {
             closed: AtomicBool::new(false),
         });
         tracing::debug!(%addr, "HTTP/2 connection to the backend opened");
-        tokio::spawn(drive(connection, conn.clone(), addr, self.idle_timeout));
+        self.counts.opened.fetch_add(1, Ordering::Relaxed);
+        self.counts.open.fetch_add(1, Ordering::Relaxed);
+        let counts = self.counts.clone();
+        let driven = drive(connection, conn.clone(), addr, self.idle_timeout);
+        tokio::spawn(async move {
+            driven.await;
+            counts.open.fetch_sub(1, Ordering::Relaxed);
+        });
         Ok(conn)
     }
 }
