@@ -73,6 +73,27 @@ async fn past_max_streams_per_connection_another_connection_opens() {
     assert_eq!(backend.opened(), opened);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_own_lower_stream_limit_opens_more_connections() {
+    let options = H2Options {
+        max_concurrent_streams: Some(2),
+        ..H2Options::default()
+    };
+    let backend = H2Backend::start("b1", options).await;
+    let proxy = h2c_proxy(&[backend.addr], "").await;
+    // Once its SETTINGS say 2, requests do not queue behind its limit on
+    // one connection: more connections open.
+    let (status, _) = get(&client(), &format!("{}/", proxy.url)).await;
+    assert_eq!(status, 200);
+    let seen = spread(&format!("{}/hold?ms=400", proxy.url), 10, 10).await;
+    assert!(seen.keys().all(|(status, _)| *status == 200), "{seen:?}");
+    let opened = backend.opened();
+    assert!(
+        opened >= 5,
+        "{opened} connections for 10 streams of at most 2"
+    );
+}
+
 /// One request over HTTP/2 (prior knowledge) to weir: status, body and
 /// trailers.
 async fn h2_get(proxy: &TestProxy, path: &str, te: bool) -> (u16, String, Option<http::HeaderMap>) {

@@ -24,7 +24,7 @@ use super::body::BackendBody;
 use super::error::SendError;
 use crate::config::H2Config;
 use crate::upstream::UpstreamBody;
-use crate::upstream::connector::Connector;
+use crate::upstream::connector::{BackendStream, Connector};
 
 /// Largest response header list a backend may send (hyper's default for
 /// HTTP/2 is 16 KiB; HTTP/1.1 backends may send about as much as this).
@@ -76,12 +76,20 @@ struct Host {
     /// while a dial failed fails with that error.
     failures: AtomicU64,
     last_failure: Mutex<Option<Arc<SendError>>>,
+    /// The backend's stream limit as its connections last said (0: not
+    /// known yet), which a new connection starts with: before its own
+    /// SETTINGS arrive, streams past the limit would be refused.
+    peer_max: AtomicUsize,
 }
 
 /// One connection and how many requests it carries now.
 struct Conn {
     sender: http2::SendRequest<UpstreamBody>,
     streams: AtomicUsize,
+    /// hyper's half, which the driver polls; it tells the backend's
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` as of now (before the backend's
+    /// SETTINGS arrive, what hyper was told to assume). None once ended.
+    connection: Mutex<Option<Connection>>,
     /// When the last stream ended, in milliseconds after `opened`.
     idle_since: AtomicU64,
     opened: Instant,
@@ -90,6 +98,15 @@ struct Conn {
 }
 
 impl Conn {
+    /// The backend's stream limit now; none once the connection ended.
+    fn peer_max(&self) -> Option<usize> {
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        connection.as_ref().map(|c| c.current_max_send_streams())
+    }
+
     fn is_usable(&self) -> bool {
         !self.closed.load(Ordering::Acquire) && !self.sender.is_closed()
     }
@@ -126,6 +143,9 @@ impl Host {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         conns.retain(|c| c.is_usable());
         conns.iter().find_map(|conn| {
+            let peer_max = conn.peer_max()?;
+            self.peer_max.store(peer_max, Ordering::Release);
+            let max = max.min(peer_max);
             conn.streams
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                     (n < max).then_some(n + 1)
@@ -256,7 +276,10 @@ impl H2Pool {
                 return Err(SendError::Waited(error.clone()));
             }
         }
-        match self.connect(addr).await {
+        match self
+            .connect(addr, host.peer_max.load(Ordering::Acquire))
+            .await
+        {
             Ok(conn) => {
                 let mut conns = host.conns.lock().unwrap_or_else(PoisonError::into_inner);
                 conns.push(conn.clone());
@@ -276,8 +299,9 @@ impl H2Pool {
     }
 
     /// A new connection to `addr`, carrying one stream (the caller's), with
-    /// its driver spawned.
-    async fn connect(&self, addr: SocketAddr) -> Result<Arc<Conn>, SendError> {
+    /// its driver spawned; `peer_max` (0: unknown) is its stream limit
+    /// until the backend's SETTINGS say otherwise.
+    async fn connect(&self, addr: SocketAddr, peer_max: usize) -> Result<Arc<Conn>, SendError> {
         let uri = Uri::try_from(format!("http://{addr}/")).expect("an address is a URI");
         let stream = self.connector.clone().call(uri).await?;
         if self.tls && stream.alpn() != Some(b"h2") {
@@ -287,10 +311,18 @@ impl H2Pool {
             };
             return Err(SendError::NotHttp2 { chose });
         }
-        let (sender, connection) = self.builder.handshake(stream).await?;
+        let (sender, connection) = if peer_max == 0 {
+            // Unknown: hyper assumes 100 until the SETTINGS arrive.
+            self.builder.handshake(stream).await?
+        } else {
+            let mut builder = self.builder.clone();
+            builder.initial_max_send_streams(peer_max);
+            builder.handshake(stream).await?
+        };
         let conn = Arc::new(Conn {
             sender,
             streams: AtomicUsize::new(1),
+            connection: Mutex::new(Some(connection)),
             idle_since: AtomicU64::new(0),
             opened: Instant::now(),
             closed: AtomicBool::new(false),
@@ -299,7 +331,7 @@ impl H2Pool {
         self.counts.opened.fetch_add(1, Ordering::Relaxed);
         self.counts.open.fetch_add(1, Ordering::Relaxed);
         let counts = self.counts.clone();
-        let driven = drive(connection, conn.clone(), addr, self.idle_timeout);
+        let driven = drive(conn.clone(), addr, self.idle_timeout);
         tokio::spawn(async move {
             driven.await;
             counts.open.fetch_sub(1, Ordering::Relaxed);
@@ -308,13 +340,22 @@ impl H2Pool {
     }
 }
 
+/// A connection as hyper drives it.
+type Connection = http2::Connection<BackendStream, UpstreamBody, TokioExecutor>;
+
 /// Runs a connection until it ends or has carried no stream for
 /// `idle_timeout`; then marks it closed (dropping it closes the socket).
-async fn drive<F>(connection: F, conn: Arc<Conn>, addr: SocketAddr, idle_timeout: Duration)
-where
-    F: std::future::Future<Output = Result<(), hyper::Error>>,
-{
-    let mut connection = std::pin::pin!(connection);
+async fn drive(conn: Arc<Conn>, addr: SocketAddr, idle_timeout: Duration) {
+    let mut connection = std::future::poll_fn(|cx| {
+        let mut connection = conn
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match connection.as_mut() {
+            Some(connection) => std::pin::Pin::new(connection).poll(cx),
+            None => std::task::Poll::Ready(Ok(())),
+        }
+    });
     loop {
         let wait = idle_timeout.saturating_sub(conn.idle_for(Instant::now()));
         tokio::select! {
@@ -334,6 +375,13 @@ where
         }
     }
     conn.closed.store(true, Ordering::Release);
+    // Dropping hyper's half ends the connection and closes the socket.
+    let ended = conn
+        .connection
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    drop(ended);
 }
 
 #[cfg(test)]
