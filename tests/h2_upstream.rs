@@ -283,25 +283,55 @@ async fn an_idle_connection_is_closed_after_idle_timeout() {
     assert_eq!(backend.opened(), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2load_through_weir_to_an_h2_backend() {
-    let backend = H2Backend::start("b1", H2Options::default()).await;
-    let proxy = h2c_proxy(&[backend.addr], "").await;
-    let url = format!("{}/", proxy.url);
+/// h2load's `N succeeded, 0 failed` line for `requests` to `url`.
+async fn h2load(url: String, requests: usize) -> String {
     let output = tokio::task::spawn_blocking(move || {
+        let n = requests.to_string();
         std::process::Command::new("h2load")
-            .args(["-n", "4000", "-c", "8", "-m", "10", &url])
+            .args(["-n", &n, "-c", "8", "-m", "10", &url])
             .output()
             .expect("h2load (nghttp2-client, installed by .ci/toolchains)")
     })
     .await
     .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        text.contains("4000 succeeded, 0 failed, 0 errored"),
-        "{text}"
-    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let expected = format!("{requests} succeeded, 0 failed, 0 errored");
+    assert!(text.contains(&expected), "{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_through_weir_to_an_h2_backend() {
+    let backend = H2Backend::start("b1", H2Options::default()).await;
+    let proxy = h2c_proxy(&[backend.addr], "").await;
+    let text = h2load(format!("{}/", proxy.url), 4000).await;
     // 80 streams at a time fit one connection of 100.
     assert_eq!(backend.opened(), 1, "{text}");
     assert_eq!(backend.requests(), 4000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2load_over_tls_through_weir_to_an_h2_backend_over_tls() {
+    let dir = TempDir::new("h2load-tls");
+    let ca = TestCa::new("weir test CA");
+    let ca_file = ca.write(&dir.0, "ca");
+    let leaf = ca.server("backend", &["127.0.0.1"]);
+    let (cert, key) = leaf.write(&dir.0, "front");
+    let options = H2Options {
+        tls: Some((leaf, vec![b"h2".to_vec()])),
+        ..H2Options::default()
+    };
+    let backend = H2Backend::start("b1", options).await;
+    let upstream = format!("protocol = \"h2\"\n[upstreams.web.tls]\nca_file = {ca_file:?}\n");
+    let listener_tls = format!(
+        "\n[listeners.tls]\n[[listeners.tls.certificates]]\ncert_file = {cert:?}\nkey_file = {key:?}\n\n[access_log]"
+    );
+    let text =
+        config_text(&[backend.addr], &upstream, "").replacen("\n\n[access_log]", &listener_tls, 1);
+    let proxy = TestProxy::start(&text).await;
+    let addr = proxy.server.local_addrs()[0];
+    let text = h2load(format!("https://{addr}/"), 2000).await;
+    assert!(text.contains("Application protocol: h2"), "{text}");
+    assert_eq!(backend.opened(), 1, "{text}");
+    assert_eq!(backend.requests(), 2000);
 }
