@@ -16,6 +16,7 @@ pub struct TestCa {
 }
 
 /// A leaf certificate and its key, PEM.
+#[derive(Clone)]
 pub struct Leaf {
     /// The certificate (leaf only).
     pub cert: String,

@@ -6,12 +6,13 @@
 //! the table that lacks a key.
 //!
 //! The schema lives in one module per section (`listener`, `plugins`,
-//! `route`, `upstream`, `upstream_tls`, `backend`, `health`, `access_log`), each with the
+//! `route`, `upstream`, `h2`, `upstream_tls`, `backend`, `health`, `access_log`), each with the
 //! checks of its values; `load` reads and parses a file, `validate` runs the
 //! checks and turns a value's place in the document into a line.
 
 mod access_log;
 mod backend;
+mod h2;
 mod health;
 mod listener;
 mod load;
@@ -34,6 +35,7 @@ use serde::Deserialize;
 
 pub use access_log::{AccessLogConfig, AccessLogFormat};
 pub use backend::{BackendConfig, BalancerConfig, FailurePolicy};
+pub use h2::{H2Config, UpstreamProtocol};
 pub use health::{HealthCheckConfig, HealthCheckKind};
 pub use listener::{AdminConfig, DEFAULT_MAX_REQUEST_HEAD_BYTES, FrontLimits, ListenerConfig};
 pub use load::{ConfigError, MAX_CONFIG_BYTES};

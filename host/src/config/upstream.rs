@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::validate::{Checker, Place};
 use super::{BackendConfig, BalancerConfig, ConfigError, HealthCheckConfig, UpstreamTlsConfig};
+use super::{H2Config, UpstreamProtocol};
 use super::{MAX_EJECTION_MS, MAX_PERIOD_MS, MAX_TIMEOUT_MS};
 
 /// A named group of backends and the policy that chooses among them.
@@ -52,6 +53,12 @@ pub struct UpstreamConfig {
     pub retry: RetryConfig,
     /// TLS to the backends (`[upstreams.NAME.tls]`); absent: plain HTTP.
     pub tls: Option<UpstreamTlsConfig>,
+    /// The HTTP version spoken to the backends: `http1`, `h2c`, `h2`.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// HTTP/2 connection sharing and keep-alive (`[upstreams.NAME.h2]`).
+    #[serde(default)]
+    pub h2: H2Config,
 }
 
 /// Ejecting backends that keep failing real requests.
@@ -180,7 +187,7 @@ impl Checker<'_> {
         if let Some(tls) = &upstream.tls {
             self.upstream_tls(&at.key("tls"), name, tls)?;
         }
-        Ok(())
+        self.protocol(&at, name, upstream)
     }
 
     fn outlier(

@@ -8,10 +8,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
-use hyper::body::Incoming;
 
 use super::log::RequestLog;
-use crate::upstream::InFlight;
+use crate::upstream::{BackendBody, InFlight};
 
 /// Body type of every response weir sends to clients.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -20,14 +19,14 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 /// in flight until the body ends or is dropped, and its access log line is
 /// written then, with the bytes sent.
 pub(crate) struct TrackedBody {
-    inner: Incoming,
+    inner: BackendBody,
     guard: Option<InFlight>,
     log: Option<RequestLog>,
     bytes: u64,
 }
 
 impl TrackedBody {
-    pub(crate) fn new(inner: Incoming, guard: InFlight, log: Option<RequestLog>) -> Self {
+    pub(crate) fn new(inner: BackendBody, guard: InFlight, log: Option<RequestLog>) -> Self {
         TrackedBody {
             inner,
             guard: Some(guard),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery};
 use http::{HeaderName, HeaderValue, Request, Uri};
 
 use super::context::RequestCtx;
@@ -67,16 +67,32 @@ pub(crate) fn prepare(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let host = ctx.host.as_deref();
+    let h2 = client.protocol().is_h2();
+    // HTTP/2 names the host in `:authority`, from the URI (the connection
+    // goes to the backend regardless); HTTP/1.1 in `Host`, the URI's
+    // authority being the backend's.
+    let authority = match host.filter(|_| h2).map(Authority::try_from) {
+        Some(Ok(authority)) => authority,
+        _ => backend.authority.clone(),
+    };
     parts.uri = Uri::builder()
         .scheme(client.scheme())
-        .authority(backend.authority.clone())
+        .authority(authority)
         .path_and_query(path_and_query)
         .build()
         .map_err(ProxyError::BadTarget)?;
     parts.version = client.version();
+    let trailers = h2 && headers::accepts_trailers(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers);
-    let host = ctx.host.as_deref();
-    if let Some(host) = host
+    if h2 {
+        parts.headers.remove(http::header::HOST);
+        if trailers {
+            // The one TE value HTTP/2 allows; gRPC servers require it.
+            let te = HeaderValue::from_static("trailers");
+            parts.headers.insert(http::header::TE, te);
+        }
+    } else if let Some(host) = host
         && !parts.headers.contains_key(http::header::HOST)
         && let Ok(value) = HeaderValue::from_str(host)
     {

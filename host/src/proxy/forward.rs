@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::grpc::{Deadline, attempt_timeout};
 use super::refused::Refusal;
 use super::request_body::BodyFault;
 use crate::error::chain;
-use crate::upstream::{Backend, InFlight, Upstream, UpstreamBody};
+use crate::upstream::{Backend, BackendBody, InFlight, Upstream, UpstreamBody};
 
 /// A failed attempt: what to answer, and whether another backend may be
 /// tried.
@@ -49,12 +48,12 @@ pub(crate) async fn forward(
     backend: &Arc<Backend>,
     request: Request<UpstreamBody>,
     fault: &BodyFault,
-) -> Result<(Response<Incoming>, InFlight), Failure> {
+) -> Result<(Response<BackendBody>, InFlight), Failure> {
     let in_flight = backend.stats.start();
     let started = Instant::now();
     let deadline = request.extensions().get::<Deadline>().copied();
     let (timeout, client_deadline) = attempt_timeout(upstream.request_timeout(), deadline);
-    let sent = upstream.client().send(request);
+    let sent = upstream.client().send(backend.addr, request);
     let outcome = tokio::time::timeout(timeout, sent).await;
     if let (Err(_) | Ok(Err(_)), Some(refusal)) = (&outcome, fault.get()) {
         if let Ok(Err(error)) = &outcome {

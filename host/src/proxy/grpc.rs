@@ -109,14 +109,11 @@ impl GrpcCall {
         Some(GrpcCall { deadline })
     }
 
-    /// Readies the head of one attempt: `te: trailers` again (gRPC needs
-    /// it and it went with the hop-by-hop headers), and `grpc-timeout`
-    /// reduced to what is left of the deadline at `now`, which the forward
-    /// phase enforces (it finds the [`Deadline`] in the extensions).
+    /// Readies the head of one attempt: `grpc-timeout` reduced to what is
+    /// left of the deadline at `now`, which the forward phase enforces (it
+    /// finds the [`Deadline`] in the extensions). (`te: trailers` is the
+    /// prepare phase's, for HTTP/2 backends.)
     pub(crate) fn stamp(&self, parts: &mut Parts, now: Instant) {
-        parts
-            .headers
-            .insert(header::TE, HeaderValue::from_static("trailers"));
         if let Some(deadline) = self.deadline {
             let left = deadline.saturating_duration_since(now);
             parts.headers.insert(GRPC_TIMEOUT, encode_timeout(left));
@@ -433,7 +430,6 @@ mod tests {
         let mut attempt = head(&[]);
         call.stamp(&mut attempt, now + Duration::from_millis(500));
         assert_eq!(attempt.headers["grpc-timeout"], "1500000u");
-        assert_eq!(attempt.headers["te"], "trailers");
         assert_eq!(
             attempt.extensions.get::<Deadline>(),
             Some(&Deadline(now + Duration::from_secs(2)))

@@ -29,6 +29,23 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
+/// Whether the client's `TE` says it accepts trailers (`TE: trailers`, as
+/// gRPC clients send), which an HTTP/2 backend is told again.
+pub(crate) fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("trailers")
+        })
+}
+
 /// Sets the `X-Forwarded-*` headers for a request on `conn` that asked for
 /// `host`: `For` gains the client's address, `Proto` and `Host` say what
 /// the client used.
@@ -69,6 +86,16 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn te_trailers_is_found_among_other_codings() {
+        let mut h = HeaderMap::new();
+        assert!(!accepts_trailers(&h));
+        h.insert(header::TE, "gzip;q=0.5, Trailers".parse().unwrap());
+        assert!(accepts_trailers(&h));
+        h.insert(header::TE, "gzip, trailersx".parse().unwrap());
+        assert!(!accepts_trailers(&h));
     }
 
     #[test]

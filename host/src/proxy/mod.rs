@@ -136,7 +136,7 @@ async fn proxy(
 /// ends, when the access-log line is written.
 fn finish(
     ctx: &mut RequestCtx,
-    response: Response<Incoming>,
+    response: Response<crate::upstream::BackendBody>,
     in_flight: InFlight,
     chosen: Chosen,
 ) -> Response<ProxyBody> {

@@ -1,14 +1,13 @@
-//! The client an upstream reaches its backends with: a keep-alive pool over
-//! a [`Connector`] (TCP, then TLS for an upstream with a `tls` table), built
-//! from the upstream's protocol settings. HTTP/2 is a further [`Protocol`]
-//! behind the same interface.
+//! The client an upstream reaches its backends with: a pool over a
+//! [`Connector`] (TCP, then TLS for an upstream with a `tls` table), built
+//! from the upstream's protocol settings: hyper-util's keep-alive pool for
+//! HTTP/1.1, weir's own multiplexing pool (`h2.rs`) for HTTP/2.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Scheme;
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
@@ -19,23 +18,37 @@ use crate::config::UpstreamConfig;
 use crate::tls::Expiry;
 use crate::tls::client::ClientTls;
 
+mod body;
 mod error;
+mod h2;
+pub use body::BackendBody;
 pub use error::SendError;
 
 /// The protocol weir speaks to an upstream's backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// HTTP/1.1, with keep-alive.
-    Http1,
-}
+pub use crate::config::UpstreamProtocol as Protocol;
 
 impl Protocol {
     /// What TLS offers in ALPN for this protocol, most preferred first.
     pub fn alpn(self) -> &'static [&'static [u8]] {
         match self {
             Protocol::Http1 => &[b"http/1.1"],
+            Protocol::H2c | Protocol::H2 => &[b"h2"],
         }
     }
+
+    /// Whether this is HTTP/2.
+    pub fn is_h2(self) -> bool {
+        self != Protocol::Http1
+    }
+}
+
+/// The connections of one upstream. One per upstream, kept in place:
+/// boxing the larger variant would add a pointer hop to every request.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
+enum Pool {
+    Http1(Client<Connector, UpstreamBody>),
+    H2(Arc<h2::H2Pool>),
 }
 
 /// What the connection pool is built from; a reload keeps the pool when
@@ -46,6 +59,7 @@ struct Settings {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle_per_backend: usize,
+    h2: crate::config::H2Config,
     /// The TLS settings' and files' digest; none for plain HTTP.
     tls: Option<u64>,
 }
@@ -53,10 +67,11 @@ struct Settings {
 impl Settings {
     fn of(config: &UpstreamConfig) -> Settings {
         Settings {
-            protocol: Protocol::Http1,
+            protocol: config.protocol,
             connect_timeout: config.connect_timeout(),
             idle_timeout: config.idle_timeout(),
             max_idle_per_backend: config.max_idle_per_backend,
+            h2: config.h2.clone(),
             tls: config.tls_material().map(|m| m.fingerprint),
         }
     }
@@ -65,7 +80,7 @@ impl Settings {
 /// The keep-alive client of one upstream. Cloning shares the pool.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    pool: Client<Connector, UpstreamBody>,
+    pool: Pool,
     settings: Settings,
     tls: Option<Arc<Origination>>,
     tls_failures: Arc<TlsFailures>,
@@ -115,12 +130,23 @@ impl UpstreamClient {
             })
         });
         let connector = Connector::new(settings.connect_timeout, tls.clone());
-        let pool = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle_per_backend)
-            .pool_timer(TokioTimer::new())
-            .set_host(false)
-            .build(connector);
+        let pool = if settings.protocol.is_h2() {
+            let h2 = h2::H2Pool::new(
+                connector,
+                tls.is_some(),
+                &settings.h2,
+                settings.idle_timeout,
+            );
+            Pool::H2(Arc::new(h2))
+        } else {
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(settings.idle_timeout)
+                .pool_max_idle_per_host(settings.max_idle_per_backend)
+                .pool_timer(TokioTimer::new())
+                .set_host(false)
+                .build(connector);
+            Pool::Http1(client)
+        };
         UpstreamClient {
             pool,
             settings,
@@ -148,6 +174,7 @@ impl UpstreamClient {
     pub fn version(&self) -> Version {
         match self.settings.protocol {
             Protocol::Http1 => Version::HTTP_11,
+            Protocol::H2c | Protocol::H2 => Version::HTTP_2,
         }
     }
 
@@ -161,18 +188,28 @@ impl UpstreamClient {
         &self.tls_failures
     }
 
-    /// Sends `request` (its URI absolute, with [`UpstreamClient::scheme`])
-    /// and waits for the response headers. A TLS failure is counted.
+    /// Sends `request` to the backend at `addr` and waits for the response
+    /// headers. Its URI is absolute, with [`UpstreamClient::scheme`]: on
+    /// HTTP/1.1 its authority is `addr`; on HTTP/2 it is the `:authority`
+    /// the backend sees (the client's host), the connection going to
+    /// `addr`. A TLS failure is counted.
     pub async fn send(
         &self,
+        addr: std::net::SocketAddr,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
-        self.pool.request(request).await.map_err(|e| {
-            let error = SendError::from(e);
-            if let SendError::Tls { reason, .. } = &error {
+    ) -> Result<Response<BackendBody>, SendError> {
+        let sent = match &self.pool {
+            Pool::Http1(client) => client
+                .request(request)
+                .await
+                .map(|response| response.map(BackendBody::http1))
+                .map_err(SendError::from),
+            Pool::H2(pool) => pool.send(addr, request).await,
+        };
+        sent.inspect_err(|error| {
+            if let SendError::Tls { reason, .. } = error {
                 self.tls_failures.count(reason);
             }
-            error
         })
     }
 }
@@ -271,7 +308,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let client = UpstreamClient::new("web", &config(1, ""));
-        let error = client.send(get(addr)).await.unwrap_err();
+        let error = client.send(addr, get(addr)).await.unwrap_err();
         assert!(matches!(error, SendError::Connect(_)), "{error:?}");
         assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(error.reason(), "could not connect to the backend");
@@ -293,7 +330,7 @@ mod tests {
             let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
         });
         let client = UpstreamClient::new("web", &config(1, ""));
-        let error = client.send(get(addr)).await.unwrap_err();
+        let error = client.send(addr, get(addr)).await.unwrap_err();
         assert!(matches!(error, SendError::Connection(_)), "{error:?}");
         assert_eq!(error.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(error.reason(), "the backend connection failed");
@@ -302,22 +339,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_connect_past_connect_timeout_is_a_504() {
-        // A listener that never accepts, its queue filled: further SYNs are
-        // dropped, so a connect hangs until the connector's timeout.
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = socket.listen(1).unwrap();
+        let (listener, queued) = crate::upstream::testing::unaccepting_listener().await;
         let addr = listener.local_addr().unwrap();
-        let mut queued = Vec::new();
-        for _ in 0..8 {
-            let connect = tokio::net::TcpStream::connect(addr);
-            match tokio::time::timeout(Duration::from_millis(100), connect).await {
-                Ok(Ok(stream)) => queued.push(stream),
-                _ => break,
-            }
-        }
         let client = UpstreamClient::new("web", &config(1, "connect_timeout_ms = 100"));
-        let error = client.send(get(addr)).await.unwrap_err();
+        let error = client.send(addr, get(addr)).await.unwrap_err();
         assert!(matches!(error, SendError::ConnectTimeout(_)), "{error:?}");
         assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
         assert_eq!(error.reason(), "connecting to the backend timed out");

@@ -144,12 +144,22 @@ pub enum BackendStream {
     Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
+impl BackendStream {
+    /// The protocol the backend chose in ALPN: none on plain TCP, or when
+    /// it chose none.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match self {
+            BackendStream::Plain(_) => None,
+            BackendStream::Tls(tls) => tls.inner().get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
 impl Connection for BackendStream {
     fn connected(&self) -> Connected {
+        // Only the HTTP/1.1 pool asks: HTTP/2 has its own (`client/h2.rs`).
         match self {
             BackendStream::Plain(tcp) => tcp.connected(),
-            // The place to report a negotiated `h2` (ALPN) when backends
-            // speak HTTP/2.
             BackendStream::Tls(tls) => tls.inner().get_ref().0.connected(),
         }
     }

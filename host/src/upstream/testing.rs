@@ -53,3 +53,23 @@ pub(crate) fn fail(upstream: &Upstream, name: &str, times: usize) {
         upstream.observe(&b, Some(&|| "status 500".to_string()));
     }
 }
+
+/// A listener that never accepts, its queue filled: further SYNs are
+/// dropped, so a connect to it hangs until the connector's timeout. Keep
+/// both parts alive for as long as connects should hang.
+pub(crate) async fn unaccepting_listener() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>)
+{
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..8 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(std::time::Duration::from_millis(100), connect).await {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => break,
+        }
+    }
+    (listener, queued)
+}

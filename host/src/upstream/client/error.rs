@@ -5,6 +5,10 @@ use http::StatusCode;
 
 use crate::tls::client::TlsFailure;
 
+/// What a [`SendError`] stands on: hyper's error, the connector's, or
+/// another's, with the io error under it.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a request could not be sent to a backend, or its response headers
 /// not read. Shows as the client-facing reason; the hyper error (and the io
 /// error under it) is the source.
@@ -12,14 +16,14 @@ use crate::tls::client::TlsFailure;
 pub enum SendError {
     /// The TCP connect ran past the upstream's `connect_timeout_ms` (504).
     #[error("connecting to the backend timed out")]
-    ConnectTimeout(#[source] hyper_util::client::legacy::Error),
+    ConnectTimeout(#[source] Cause),
     /// The connection could not be made: refused, unreachable (502).
     #[error("could not connect to the backend")]
-    Connect(#[source] hyper_util::client::legacy::Error),
+    Connect(#[source] Cause),
     /// The connection failed once made: closed, reset, a malformed
     /// response (502).
     #[error("the backend connection failed")]
-    Connection(#[source] hyper_util::client::legacy::Error),
+    Connection(#[source] Cause),
     /// TLS with the backend failed: the certificate was refused, the
     /// handshake failed, or (504) did not finish within the connect timeout.
     #[error("TLS with the backend failed{}", unless_told(.reason, .source))]
@@ -28,17 +32,27 @@ pub enum SendError {
         reason: TlsFailure,
         /// The hyper error, with the handshake's under it.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: Cause,
     },
+    /// A TLS backend of an `h2` upstream did not choose HTTP/2 in ALPN
+    /// (502): it speaks HTTP/1.1 only, or ignores ALPN.
+    #[error("the backend did not agree to HTTP/2 (ALPN offered h2, it chose {chose})")]
+    NotHttp2 {
+        /// What it chose, in words.
+        chose: String,
+    },
+    /// The connection this request waited for failed to be made, for
+    /// every request waiting (the same error, shared, not made again).
+    #[error(transparent)]
+    Waited(std::sync::Arc<SendError>),
 }
 
 /// `: {reason}` when no handshake error in `source`'s chain says it (an
 /// alert the backend sent after the handshake).
-fn unless_told(reason: &TlsFailure, source: &hyper_util::client::legacy::Error) -> String {
-    let told = std::iter::successors(Some(source as &(dyn std::error::Error + 'static)), |e| {
-        e.source()
-    })
-    .any(|e| e.is::<crate::tls::client::HandshakeError>());
+fn unless_told(reason: &TlsFailure, source: &Cause) -> String {
+    let source: &(dyn std::error::Error + 'static) = &**source;
+    let told = std::iter::successors(Some(source), |e| e.source())
+        .any(|e| e.is::<crate::tls::client::HandshakeError>());
     if told {
         String::new()
     } else {
@@ -48,21 +62,41 @@ fn unless_told(reason: &TlsFailure, source: &hyper_util::client::legacy::Error) 
 
 impl From<hyper_util::client::legacy::Error> for SendError {
     fn from(error: hyper_util::client::legacy::Error) -> SendError {
-        if let Some(reason) = TlsFailure::find(&error) {
+        let connect = error.is_connect();
+        SendError::classify(Box::new(error), connect)
+    }
+}
+
+impl From<super::super::ConnectError> for SendError {
+    fn from(error: super::super::ConnectError) -> SendError {
+        SendError::classify(Box::new(error), true)
+    }
+}
+
+impl From<hyper::Error> for SendError {
+    fn from(error: hyper::Error) -> SendError {
+        SendError::classify(Box::new(error), false)
+    }
+}
+
+impl SendError {
+    /// The kind of `error` from its chain: a TLS failure anywhere in it,
+    /// else a timeout, else `connect` tells a failed connect from a failed
+    /// connection.
+    fn classify(error: Cause, connect: bool) -> SendError {
+        if let Some(reason) = TlsFailure::find(&*error) {
             return SendError::Tls {
                 reason,
                 source: error,
             };
         }
-        match Failure::of(&error, error.is_connect()) {
+        match Failure::of(&*error, connect) {
             Failure::ConnectTimeout => SendError::ConnectTimeout(error),
             Failure::Connect => SendError::Connect(error),
             Failure::Connection => SendError::Connection(error),
         }
     }
-}
 
-impl SendError {
     /// The status weir answers with: 504 for a connect (or TLS handshake)
     /// timeout, 502 otherwise.
     pub fn status(&self) -> StatusCode {
@@ -72,9 +106,11 @@ impl SendError {
                 reason: TlsFailure::Timeout(_),
                 ..
             } => StatusCode::GATEWAY_TIMEOUT,
-            SendError::Connect(_) | SendError::Connection(_) | SendError::Tls { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            SendError::Connect(_)
+            | SendError::Connection(_)
+            | SendError::Tls { .. }
+            | SendError::NotHttp2 { .. } => StatusCode::BAD_GATEWAY,
+            SendError::Waited(first) => first.status(),
         }
     }
 
@@ -89,6 +125,8 @@ impl SendError {
                 ..
             } => "the TLS handshake with the backend timed out",
             SendError::Tls { .. } => "TLS with the backend failed",
+            SendError::NotHttp2 { .. } => "the backend does not speak HTTP/2",
+            SendError::Waited(first) => first.reason(),
         }
     }
 }
