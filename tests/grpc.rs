@@ -307,11 +307,7 @@ async fn a_backend_answering_garbage_gives_unavailable() {
         }
     });
     for protocol in ["http1", "h2c"] {
-        let proxy = proxy_to(
-            &[garbage],
-            &format!("protocol = \"{protocol}\"\nretries = 0"),
-        )
-        .await;
+        let proxy = proxy_to(&[garbage], &format!("protocol = \"{protocol}\"")).await;
         let addr = proxy.server.local_addrs()[0];
         let (status, headers, _, _) = raw_call(addr, &[]).await;
         assert_eq!(status, 200, "{protocol}");
@@ -379,7 +375,9 @@ async fn the_grpc_health_check_takes_a_not_serving_backend_out_and_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_grpc_health_check_fails_http1_dead_and_non_grpc_backends() {
-    let http1 = TestBackend::start("http1", Behaviour::Name).await;
+    // TestBackend speaks HTTP/2 too (hyper's auto server): one that does not.
+    let http1 = fake_health(Fake::Http1Only).await;
+    let h2_no_grpc = TestBackend::start("h2", Behaviour::Name).await;
     let mut gone = GrpcServer::start("gone", &["--health"]);
     let gone_addr = gone.addr();
     gone.kill();
@@ -388,7 +386,15 @@ async fn the_grpc_health_check_fails_http1_dead_and_non_grpc_backends() {
     let cut = fake_health(Fake::Truncated).await;
     let text = fake_health(Fake::Text).await;
     let proxy = proxy_to(
-        &[http1.addr, gone_addr, no_health.addr(), huge, cut, text],
+        &[
+            http1,
+            gone_addr,
+            no_health.addr(),
+            huge,
+            cut,
+            text,
+            h2_no_grpc.addr,
+        ],
         CHECKED,
     )
     .await;
@@ -403,7 +409,20 @@ async fn the_grpc_health_check_fails_http1_dead_and_non_grpc_backends() {
         "malformed HealthCheckResponse",
     )
     .await;
-    wait_reason(&proxy, "backend-6", "unhealthy", "is not application/grpc").await;
+    wait_reason(
+        &proxy,
+        "backend-6",
+        "unhealthy",
+        "\"text/plain\" is not application/grpc",
+    )
+    .await;
+    wait_reason(
+        &proxy,
+        "backend-7",
+        "unhealthy",
+        "\"\" is not application/grpc",
+    )
+    .await;
 }
 
 /// Hostile HTTP/2 health servers.
@@ -415,6 +434,8 @@ enum Fake {
     Truncated,
     /// `200 text/plain`.
     Text,
+    /// The gRPC answer, over HTTP/1.1 only.
+    Http1Only,
 }
 
 async fn fake_health(kind: Fake) -> SocketAddr {
@@ -430,6 +451,7 @@ async fn fake_health(kind: Fake) -> SocketAddr {
                         Fake::Huge => ("application/grpc", vec![0; 1 << 20]),
                         Fake::Truncated => ("application/grpc", vec![0, 0, 0, 0, 10, 0x08]),
                         Fake::Text => ("text/plain", b"SERVING".to_vec()),
+                        Fake::Http1Only => ("application/grpc", vec![0, 0, 0, 0, 2, 0x08, 1]),
                     };
                     let body =
                         Frames([Frame::data(Bytes::from(data)), Frame::trailers(trailers)].into());
@@ -441,10 +463,17 @@ async fn fake_health(kind: Fake) -> SocketAddr {
                     )
                 },
             );
-            tokio::spawn(
-                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tcp), service),
-            );
+            let io = TokioIo::new(tcp);
+            if let Fake::Http1Only = kind {
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service),
+                );
+            } else {
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, service),
+                );
+            }
         }
     });
     addr
