@@ -493,3 +493,52 @@ impl http_body::Body for Frames {
         std::task::Poll::Ready(self.0.pop_front().map(Ok))
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filters_refusal_of_a_grpc_call_is_a_grpc_status_with_its_message() {
+    let a = GrpcServer::start("a", &[]);
+    // The hash of "my-key"; the key travels as the `x-key` metadata.
+    let filter = "[[routes]]\nupstream = \"web\"\n[[routes.filters]]\nplugin = \"api-key\"\n\
+        settings = { header = \"x-key\", keys_sha256 = [\"5e78863ed1ffb9fc66b1d61634b126bf8eb20267e7996297eeeb9b19c8c0f732\"] }\n";
+    let text = config_text(&[a.addr()], "protocol = \"h2c\"", "")
+        .replace("[[routes]]\nupstream = \"web\"\n", filter);
+    let proxy = TestProxy::start(&text).await;
+    let refused = client(&target(&proxy), "unary", &["--key", "wrong"]).await;
+    assert_eq!(refused[0]["ok"], false, "{}", refused[0]);
+    assert_eq!(refused[0]["code"], "UNAUTHENTICATED", "{}", refused[0]);
+    let passed = client(&target(&proxy), "unary", &["--key", "my-key"]).await;
+    all_ok(&passed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_health_check_speaks_tls_with_alpn_h2() {
+    let dir = TempDir::new("grpc-check-tls");
+    let ca = TestCa::new("weir test CA");
+    let ca_file = ca.write(&dir.0, "ca");
+    let (cert, key) = ca
+        .server("grpc.test", &["grpc.test"])
+        .write(&dir.0, "backend");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let serving = GrpcServer::start("a", &["--health", "--cert", &cert, "--key", &key]);
+    let down = GrpcServer::start(
+        "b",
+        &["--health", "--not-serving", "--cert", &cert, "--key", &key],
+    );
+    // Whatever the upstream's requests speak, the check offers h2.
+    for protocol in ["h2", "http1"] {
+        let extra = CHECKED.replace("protocol = \"h2c\"", &format!("protocol = \"{protocol}\""))
+            + &format!(
+                "\n[upstreams.web.tls]\nca_file = {ca_file:?}\nserver_name = \"grpc.test\"\n"
+            );
+        let proxy = proxy_to(&[serving.addr(), down.addr()], &extra).await;
+        wait_reason(&proxy, "backend-2", "unhealthy", "NOT_SERVING").await;
+        wait_reason(&proxy, "backend-1", "healthy", "").await;
+        let snapshot = proxy.server.snapshot();
+        let set = snapshot.upstream("web").unwrap().backends();
+        let first = set.iter().find(|b| b.name == "backend-1").unwrap();
+        assert!(
+            first.state.checks_passed() >= 1,
+            "{protocol}: checks passed over TLS"
+        );
+    }
+}
