@@ -5,6 +5,7 @@
 
 mod binary;
 pub mod certs;
+pub mod grpc;
 pub mod h2_backend;
 pub mod python;
 pub mod tls_backend;

@@ -32,6 +32,10 @@ pub enum CheckError {
     /// The response body does not contain the expected text.
     #[error("body does not contain {0:?}")]
     BodyMismatch(String),
+    /// A `grpc` check's `Health/Check` did not answer SERVING: its error
+    /// says why. Boxed: backends know nothing of gRPC.
+    #[error("grpc health check")]
+    Grpc(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl CheckError {

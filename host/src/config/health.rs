@@ -11,7 +11,8 @@ use super::{ConfigError, MAX_PERIOD_MS};
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// `http` (a request whose answer is checked) or `tcp` (a connect).
+    /// `http` (a request whose answer is checked), `tcp` (a connect) or
+    /// `grpc` (`grpc.health.v1.Health/Check` over HTTP/2).
     #[serde(rename = "type", default)]
     pub kind: HealthCheckKind,
     /// Request path of HTTP checks.
@@ -27,6 +28,9 @@ pub struct HealthCheckConfig {
     pub expect_status: Vec<Spanned<String>>,
     /// The body must contain this text to pass (the first 64 KiB are read).
     pub body_contains: Option<String>,
+    /// The service a `grpc` check asks about; none: the server as a whole
+    /// (the empty name).
+    pub grpc_service: Option<String>,
     /// Time between checks of one backend, in milliseconds.
     #[serde(default = "default_check_interval")]
     pub interval_ms: u64,
@@ -54,6 +58,8 @@ pub enum HealthCheckKind {
     Http,
     /// A TCP connect.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2: passes on SERVING.
+    Grpc,
 }
 
 fn default_check_path() -> String {
@@ -134,6 +140,7 @@ impl Checker<'_> {
                 )
             },
         )?;
+        self.grpc_check(at, name, check)?;
         let what = |key| format!("upstream {name}: health_check {key}");
         for (value, key) in [
             (check.interval_ms, "interval_ms"),
@@ -156,6 +163,47 @@ impl Checker<'_> {
             0..=100,
             &at.key("jitter_percent"),
             &what("jitter_percent"),
+        )
+    }
+}
+
+/// Longest `grpc_service` name accepted.
+const MAX_GRPC_SERVICE: usize = 1024;
+
+impl Checker<'_> {
+    /// `grpc_service` only on a `grpc` check, and a name a service could
+    /// have; `body_contains` not on one (it has no text body).
+    fn grpc_check(
+        &self,
+        at: &Place<'_>,
+        name: &str,
+        check: &HealthCheckConfig,
+    ) -> Result<(), ConfigError> {
+        let grpc = check.kind == HealthCheckKind::Grpc;
+        if let Some(service) = &check.grpc_service {
+            self.ensure(grpc, &at.key("grpc_service"), || {
+                format!(
+                    "upstream {name}: health_check grpc_service applies to type = \"grpc\" only"
+                )
+            })?;
+            self.ensure(
+                service.len() <= MAX_GRPC_SERVICE && !service.chars().any(char::is_control),
+                &at.key("grpc_service"),
+                || {
+                    format!(
+                        "upstream {name}: health_check grpc_service must be at most {MAX_GRPC_SERVICE} bytes without control characters"
+                    )
+                },
+            )?;
+        }
+        self.ensure(
+            !(grpc && check.body_contains.is_some()),
+            &at.key("body_contains"),
+            || {
+                format!(
+                    "upstream {name}: health_check body_contains does not apply to type = \"grpc\""
+                )
+            },
         )
     }
 }
@@ -206,6 +254,10 @@ mod tests {
                 "health_check jitter_percent must be within 0..=100",
             ),
             ("type = \"udp\"", "unknown variant `udp`"),
+            (
+                "grpc_service = \"svc\"",
+                "health_check grpc_service applies to type = \"grpc\" only",
+            ),
         ] {
             let text = good_with(&format!("[upstreams.web.health_check]\n{line}"));
             let err = assert_refused_at(&text, line, &[rule]);
@@ -214,6 +266,29 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_grpc_check_refuses_what_does_not_apply_to_it() {
+        let grpc = |line: &str| {
+            good_with(&format!(
+                "[upstreams.web.health_check]\ntype = \"grpc\"\n{line}"
+            ))
+        };
+        let text = grpc("body_contains = \"ok\"");
+        assert_refused_at(
+            &text,
+            "body_contains = ",
+            &["body_contains does not apply to type = \"grpc\""],
+        );
+        let text = grpc("grpc_service = \"a\\nb\"");
+        assert_refused_at(&text, "grpc_service = ", &["without control characters"]);
+        let text = grpc(&format!("grpc_service = \"{}\"", "s".repeat(1025)));
+        assert_refused_at(&text, "grpc_service = ", &["at most 1024 bytes"]);
+        let config = parse(&grpc("grpc_service = \"weir.test.Echo\"")).unwrap();
+        let check = config.upstreams["web"].health_check.as_ref().unwrap();
+        assert_eq!(check.kind, super::HealthCheckKind::Grpc);
+        assert_eq!(check.grpc_service.as_deref(), Some("weir.test.Echo"));
     }
 
     #[test]

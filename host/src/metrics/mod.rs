@@ -342,7 +342,26 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         u64::to_string,
     );
 
+    let grpc: Vec<_> = crate::proxy::grpc_answers_by_code()
+        .into_iter()
+        .map(|(code, n)| (format!("code=\"{code}\""), n))
+        .collect();
+    family(
+        &mut out,
+        "weir_grpc_answers_total",
+        "counter",
+        "weir's own answers to gRPC requests (no route, no backend, backend failed, timeout, a filter's answer), by grpc-status.",
+        &grpc,
+        u64::to_string,
+    );
+
     for (name, kind, help, value) in [
+        (
+            "weir_grpc_timeout_malformed_total",
+            "counter",
+            "grpc-timeout headers ignored as malformed (the call ran with the upstream's request timeout).",
+            crate::proxy::grpc_malformed_timeouts(),
+        ),
         (
             "weir_reloads_total",
             "counter",

@@ -99,5 +99,8 @@ pub(crate) fn prepare(
         parts.headers.insert(http::header::HOST, value);
     }
     headers::set_forwarded(&mut parts.headers, &ctx.conn, host);
+    if let Some(call) = &ctx.grpc {
+        call.stamp(&mut parts, tokio::time::Instant::now());
+    }
     Ok(Request::from_parts(parts, body))
 }

@@ -38,6 +38,9 @@ pub(crate) struct RequestCtx {
     pub(crate) responders: Vec<usize>,
     /// What `on-response` hooks see: the request as the chain left it.
     pub(crate) passed: Option<RequestView>,
+    /// A gRPC request's call (its deadline); weir's own answers to it are
+    /// gRPC's.
+    pub(crate) grpc: Option<super::grpc::GrpcCall>,
 }
 
 impl RequestCtx {
@@ -66,6 +69,7 @@ impl RequestCtx {
             upstream: None,
             responders: Vec::new(),
             passed: None,
+            grpc: super::grpc::GrpcCall::of(parts, tokio::time::Instant::now()),
         }
     }
 

@@ -65,6 +65,9 @@ impl ProxyError {
     pub(crate) fn answer(self, ctx: &mut RequestCtx) -> Response<ProxyBody> {
         self.log(ctx);
         let status = self.status();
+        if ctx.grpc.is_some() {
+            return self.answer_grpc(ctx);
+        }
         let mut response = match &self {
             ProxyError::Refused(refusal) | ProxyError::ClientBody(refusal) => {
                 plain(status, refusal.why())
@@ -84,6 +87,27 @@ impl ProxyError {
         if let Some(mut log) = ctx.log.take() {
             log.status = status.as_u16();
             log.finish(response.body().size_hint().exact().unwrap_or(0));
+        }
+        response
+    }
+
+    /// The answer to a gRPC request: trailers-only, its `grpc-status`
+    /// mapped from the HTTP status weir meant, which the access log keeps.
+    fn answer_grpc(self, ctx: &mut RequestCtx) -> Response<ProxyBody> {
+        let status = self.status();
+        let message = match &self {
+            ProxyError::Refused(refusal) | ProxyError::ClientBody(refusal) => refusal.why(),
+            ProxyError::RedirectHttps(_) => "this route is served over https only",
+            ProxyError::NoRoute => "no route matches this request",
+            ProxyError::FilterFailed { .. } => "a request filter failed",
+            ProxyError::NoBackend(why) | ProxyError::Backend { why, .. } => why,
+            ProxyError::BalancerFailed(_) => "the balancer plugin failed",
+            ProxyError::BadTarget(_) => "bad request target",
+        };
+        let response = super::grpc::answer(super::grpc::code_of(status), message);
+        if let Some(mut log) = ctx.log.take() {
+            log.status = status.as_u16();
+            log.finish(0);
         }
         response
     }

@@ -42,8 +42,9 @@ struct ChainRun {
 }
 
 /// Runs `route`'s filters on `request` in order, applying each one's
-/// changes before the next sees it.
-fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView) -> ChainRun {
+/// changes before the next sees it. A filter's own answer to a `grpc`
+/// request is made a gRPC answer.
+fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView, grpc: bool) -> ChainRun {
     let mut responders = Vec::new();
     for (i, stage) in route.filters.iter().enumerate() {
         let name = || Some(stage.pool.plugin().name_arc());
@@ -85,11 +86,16 @@ fn run(snapshot: &Snapshot, route: &Route, request: &mut RequestView) -> ChainRu
                 headers,
                 body,
             }) => {
-                let mut response = Response::new(super::full(body));
-                *response.status_mut() = status;
-                for (name, value) in headers {
-                    response.headers_mut().append(name, value);
-                }
+                let response = if grpc {
+                    super::grpc::from_filter(status, headers, &body)
+                } else {
+                    let mut response = Response::new(super::full(body));
+                    *response.status_mut() = status;
+                    for (name, value) in headers {
+                        response.headers_mut().append(name, value);
+                    }
+                    response
+                };
                 return ChainRun {
                     outcome: Outcome::Answer(response),
                     responders,
@@ -149,7 +155,7 @@ pub(crate) fn request_phase(
         return Ok(None);
     }
     let mut view = ctx.lend(parts);
-    let chain = run(&ctx.snapshot, route, &mut view);
+    let chain = run(&ctx.snapshot, route, &mut view, ctx.grpc.is_some());
     RequestCtx::take_back(parts, view);
     ctx.responders = chain.responders;
     if let Some(log) = &mut ctx.log {

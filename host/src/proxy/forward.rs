@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use http::{Request, Response, StatusCode};
 
+use super::grpc::{Deadline, attempt_timeout};
 use super::refused::Refusal;
 use super::request_body::BodyFault;
 use crate::error::chain;
@@ -50,8 +51,10 @@ pub(crate) async fn forward(
 ) -> Result<(Response<BackendBody>, InFlight), Failure> {
     let in_flight = backend.stats.start();
     let started = Instant::now();
+    let deadline = request.extensions().get::<Deadline>().copied();
+    let (timeout, client_deadline) = attempt_timeout(upstream.request_timeout(), deadline);
     let sent = upstream.client().send(backend.addr, request);
-    let outcome = tokio::time::timeout(upstream.request_timeout(), sent).await;
+    let outcome = tokio::time::timeout(timeout, sent).await;
     if let (Err(_) | Ok(Err(_)), Some(refusal)) = (&outcome, fault.get()) {
         if let Ok(Err(error)) = &outcome {
             let status = refusal.status().as_u16();
@@ -90,6 +93,22 @@ pub(crate) async fn forward(
                 client: None,
             })
         }
+        // The client's own deadline is not the backend's fault: not held
+        // against it (a client could eject every backend with `1n`).
+        Err(_) if client_deadline => {
+            tracing::debug!(
+                upstream = upstream.name(),
+                backend = backend.name,
+                ?timeout,
+                "504: the gRPC call's grpc-timeout expired before the backend answered"
+            );
+            Err(Failure {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                why: "the call's grpc-timeout expired before the backend answered",
+                retryable: false,
+                client: None,
+            })
+        }
         Err(_) => {
             backend.stats.record_failure();
             upstream.observe(backend, Some(&|| "no response in time".to_string()));
@@ -97,7 +116,7 @@ pub(crate) async fn forward(
                 upstream = upstream.name(),
                 backend = backend.name,
                 addr = %backend.addr,
-                timeout = ?upstream.request_timeout(),
+                ?timeout,
                 "504: backend did not answer in time"
             );
             Err(Failure {

@@ -11,6 +11,7 @@ mod context;
 mod error;
 mod filters;
 mod forward;
+mod grpc;
 mod headers;
 mod log;
 mod redirect;
@@ -28,6 +29,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 pub use body::{ProxyBody, full, text};
+pub use grpc::{
+    answers_by_code as grpc_answers_by_code, malformed_timeouts as grpc_malformed_timeouts,
+};
 pub use refused::{Refusal, RefusedRequests};
 
 use crate::access_log::AccessLog;

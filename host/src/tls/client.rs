@@ -106,6 +106,16 @@ impl ClientTls {
         }
     }
 
+    /// The same client offering `alpn` instead (the gRPC health check
+    /// needs `h2` whatever the upstream's requests speak).
+    pub fn with_alpn(&self, alpn: &[&[u8]]) -> ClientTls {
+        let mut config = ClientConfig::clone(self.connector.config());
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        ClientTls {
+            connector: TlsConnector::from(Arc::new(config)),
+        }
+    }
+
     /// Runs the handshake on `tcp`, sending `name` as SNI (unless it is an
     /// IP address) and verifying the certificate against it.
     pub async fn connect(

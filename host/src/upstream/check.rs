@@ -1,9 +1,12 @@
 //! Active health checks: every interval, probe each backend of an upstream
-//! at once (HTTP request or TCP connect) on a fresh connection, off the
-//! request path, and feed the results to the backends' rise/fall counters.
-//! A TLS upstream's checks make the same TLS connection as its requests
-//! (the shared connector's handshake; a `tcp` check completes the
-//! handshake too, so a bad certificate fails it).
+//! at once (HTTP request, TCP connect, or gRPC `Health/Check` in
+//! `check/grpc.rs`) on a fresh connection, off the request path, and feed
+//! the results to the backends' rise/fall counters. A TLS upstream's checks
+//! make the same TLS connection as its requests (the shared connector's
+//! handshake; a `tcp` check completes the handshake too, so a bad
+//! certificate fails it; a `grpc` check offers ALPN `h2` only).
+
+mod grpc;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
@@ -35,6 +38,8 @@ pub struct Probe {
     host: Option<String>,
     statuses: Vec<(u16, u16)>,
     body_contains: Option<String>,
+    /// The service a `grpc` check asks about ("" for the server).
+    grpc_service: String,
     timeout: Duration,
     interval: Duration,
     jitter_percent: u32,
@@ -57,12 +62,18 @@ impl Probe {
             host: config.host.clone(),
             statuses: config.status_ranges(),
             body_contains: config.body_contains.clone(),
+            grpc_service: config.grpc_service.clone().unwrap_or_default(),
             timeout: Duration::from_millis(config.timeout_ms),
             interval: Duration::from_millis(config.interval_ms),
             jitter_percent: config.jitter_percent,
             rise: config.rise,
             fall: config.fall,
-            tls: client.origination().cloned(),
+            tls: match config.kind {
+                HealthCheckKind::Grpc => client
+                    .origination()
+                    .map(|tls| Arc::new(tls.with_alpn(&[b"h2"]))),
+                _ => client.origination().cloned(),
+            },
             tls_failures: client.tls_failures().clone(),
         }
     }
@@ -94,14 +105,21 @@ impl Probe {
         let stream = connector::secure(self.tls.as_deref(), tcp, addr, left, self.timeout)
             .await
             .map_err(|e| CheckError::Tls(Box::new(e)))?;
-        if self.kind == HealthCheckKind::Tcp {
-            return Ok(());
+        let host = self.host.clone().unwrap_or_else(|| addr.to_string());
+        match self.kind {
+            HealthCheckKind::Tcp => return Ok(()),
+            HealthCheckKind::Grpc => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                return grpc::check(stream, scheme, &host, &self.grpc_service, self.timeout)
+                    .await
+                    .map_err(|e| CheckError::Grpc(Box::new(e)));
+            }
+            HealthCheckKind::Http => {}
         }
         let (mut sender, connection) = hyper::client::conn::http1::handshake(stream)
             .await
             .map_err(CheckError::Handshake)?;
         let connection = tokio::spawn(connection);
-        let host = self.host.clone().unwrap_or_else(|| addr.to_string());
         let request = Request::builder()
             .method(self.method.clone())
             .uri(&self.path)

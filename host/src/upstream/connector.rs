@@ -44,6 +44,14 @@ impl Origination {
             .unwrap_or_else(|| ServerName::from(host));
         self.client.connect(tcp, name).await
     }
+
+    /// The same TLS offering `alpn` instead.
+    pub fn with_alpn(&self, alpn: &[&[u8]]) -> Origination {
+        Origination {
+            client: self.client.with_alpn(alpn),
+            server_name: self.server_name.clone(),
+        }
+    }
 }
 
 /// Why a connection to a backend could not be made.
