@@ -94,6 +94,38 @@ async fn a_backends_own_lower_stream_limit_opens_more_connections() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_checks_of_an_h2c_upstream_speak_http2() {
+    // hyper's HTTP/2 server speaks nothing else: an HTTP/1.1 check fails.
+    let up = H2Backend::start("b1", H2Options::default()).await;
+    let old = H2Backend::start(
+        "old",
+        H2Options {
+            http1_only: true,
+            ..H2Options::default()
+        },
+    )
+    .await;
+    let extra =
+        "[upstreams.web.health_check]\npath = \"/healthz\"\ninterval_ms = 50\nfall = 2\nrise = 1";
+    let proxy = h2c_proxy(&[up.addr, old.addr], extra).await;
+    wait_for(
+        "the HTTP/1.1-only backend to fail its HTTP/2 checks",
+        || support::health_of(&proxy, "backend-2") == weir::upstream::Health::Unhealthy,
+    )
+    .await;
+    wait_for("three checks of the HTTP/2 backend", || up.requests() >= 3).await;
+    assert_eq!(
+        support::health_of(&proxy, "backend-1"),
+        weir::upstream::Health::Healthy
+    );
+    for _ in 0..4 {
+        let (status, body) = get(&client(), &format!("{}/", proxy.url)).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("b1 HTTP/2.0"), "{body}");
+    }
+}
+
 /// One request over HTTP/2 (prior knowledge) to weir: status, body and
 /// trailers.
 async fn h2_get(proxy: &TestProxy, path: &str, te: bool) -> (u16, String, Option<http::HeaderMap>) {

@@ -40,6 +40,8 @@ pub struct Probe {
     body_contains: Option<String>,
     /// The service a `grpc` check asks about ("" for the server).
     grpc_service: String,
+    /// The upstream speaks HTTP/2 (`h2c`, `h2`): so do its HTTP checks.
+    h2: bool,
     timeout: Duration,
     interval: Duration,
     jitter_percent: u32,
@@ -63,6 +65,7 @@ impl Probe {
             statuses: config.status_ranges(),
             body_contains: config.body_contains.clone(),
             grpc_service: config.grpc_service.clone().unwrap_or_default(),
+            h2: client.protocol().is_h2(),
             timeout: Duration::from_millis(config.timeout_ms),
             interval: Duration::from_millis(config.interval_ms),
             jitter_percent: config.jitter_percent,
@@ -106,33 +109,34 @@ impl Probe {
             .await
             .map_err(|e| CheckError::Tls(Box::new(e)))?;
         let host = self.host.clone().unwrap_or_else(|| addr.to_string());
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         match self.kind {
             HealthCheckKind::Tcp => return Ok(()),
             HealthCheckKind::Grpc => {
-                let scheme = if self.tls.is_some() { "https" } else { "http" };
                 return grpc::check(stream, scheme, &host, &self.grpc_service, self.timeout)
                     .await
                     .map_err(|e| CheckError::Grpc(Box::new(e)));
             }
             HealthCheckKind::Http => {}
         }
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(stream)
-            .await
-            .map_err(CheckError::Handshake)?;
-        let connection = tokio::spawn(connection);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(self.method.clone())
-            .uri(&self.path)
-            .header(header::HOST, host)
-            .header(header::USER_AGENT, "weir-health-check")
-            .header(header::CONNECTION, "close")
+            .header(header::USER_AGENT, "weir-health-check");
+        // HTTP/2 names the host in `:authority`, from an absolute URI.
+        request = if self.h2 {
+            request.uri(format!("{scheme}://{host}{}", self.path))
+        } else {
+            request
+                .uri(&self.path)
+                .header(header::HOST, host)
+                .header(header::CONNECTION, "close")
+        };
+        let request = request
             .body(Empty::<Bytes>::new())
             .map_err(CheckError::Request)?;
+        let (response, connection) = send(stream, request, self.h2).await?;
         let result = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(CheckError::Send)?;
+            let response = response.await.map_err(CheckError::Send)?;
             let status = response.status().as_u16();
             if !self
                 .statuses
@@ -169,6 +173,42 @@ impl Probe {
         *seed ^= *seed << 17;
         let spread = self.interval.as_secs_f64() * f64::from(self.jitter_percent) / 100.0;
         self.interval + Duration::from_secs_f64(spread * (*seed % 1000) as f64 / 1000.0)
+    }
+}
+
+/// What an HTTP check waits on: the response, on a connection whose
+/// driver is aborted when the check is done.
+type Sent = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>
+            + Send,
+    >,
+>;
+
+/// The handshake on `stream` (HTTP/1.1, or HTTP/2 with prior knowledge or
+/// ALPN) and `request` sent on it; the connection's driver is spawned.
+async fn send(
+    stream: connector::BackendStream,
+    request: Request<Empty<Bytes>>,
+    h2: bool,
+) -> Result<(Sent, tokio::task::JoinHandle<()>), CheckError> {
+    if h2 {
+        let executor = hyper_util::rt::TokioExecutor::new();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(executor, stream)
+            .await
+            .map_err(CheckError::Handshake)?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok((Box::pin(sender.send_request(request)), connection))
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(stream)
+            .await
+            .map_err(CheckError::Handshake)?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok((Box::pin(sender.send_request(request)), connection))
     }
 }
 
