@@ -38,6 +38,8 @@ pub(crate) struct RequestCtx {
     pub(crate) responders: Vec<usize>,
     /// What `on-response` hooks see: the request as the chain left it.
     pub(crate) passed: Option<RequestView>,
+    /// Where a tunnel this request opens is counted.
+    pub(crate) tunnels: Arc<super::Tunnels>,
 }
 
 impl RequestCtx {
@@ -66,6 +68,7 @@ impl RequestCtx {
             upstream: None,
             responders: Vec::new(),
             passed: None,
+            tunnels: shared.tunnels.clone(),
         }
     }
 
