@@ -126,6 +126,23 @@ async fn http_health_checks_of_an_h2c_upstream_speak_http2() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_to_an_http2_upstream_is_refused_with_501() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = H2Backend::start("b1", H2Options::default()).await;
+    let proxy = h2c_proxy(&[backend.addr], "").await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.server.local_addrs()[0])
+        .await
+        .unwrap();
+    let request = "GET /chat HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tcp.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 501"), "{answer}");
+    assert_eq!(backend.requests(), 0);
+}
+
 /// One request over HTTP/2 (prior knowledge) to weir: status, body and
 /// trailers.
 async fn h2_get(proxy: &TestProxy, path: &str, te: bool) -> (u16, String, Option<http::HeaderMap>) {

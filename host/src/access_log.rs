@@ -107,6 +107,23 @@ pub struct Entry<'a> {
     /// The verified client certificate's subject, when one was presented.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<&'a str>,
+    /// A tunnel's facts, on the line of an upgraded connection (status
+    /// 101), written when the tunnel ends; `bytes` is then what the
+    /// backend sent the client through it.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelFacts<'a>>,
+}
+
+/// What the access log says of a tunnel.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TunnelFacts<'a> {
+    /// The protocol switched to (the `Upgrade` token).
+    pub upgrade: &'a str,
+    /// Bytes the client sent the backend through the tunnel.
+    pub bytes_received: u64,
+    /// Why it ended: `client_closed`, `backend_closed`, `idle`, `drained`,
+    /// `removed`, `shutdown`, `error`.
+    pub ended: &'a str,
 }
 
 impl AccessLog {
@@ -245,6 +262,15 @@ fn write_text(out: &mut Vec<u8>, e: &Entry) {
             e.client_cert.unwrap_or("-")
         );
     }
+    // Tunnel facts only on a tunnel's line, likewise.
+    if let Some(tunnel) = &e.tunnel {
+        out.pop();
+        let _ = writeln!(
+            out,
+            " upgrade={:?} bytes_received={} ended={}",
+            tunnel.upgrade, tunnel.bytes_received, tunnel.ended
+        );
+    }
 }
 
 pub use crate::date::rfc3339_millis as rfc3339;
@@ -286,6 +312,7 @@ mod tests {
             tls_version: None,
             sni: None,
             client_cert: None,
+            tunnel: None,
         };
         let mut line = Vec::new();
         write_text(&mut line, &entry);
@@ -312,5 +339,30 @@ mod tests {
             line.ends_with(" attempts=1 tls=TLSv1.3 sni=api.test client_cert=\"CN=a \\\"b\\\"\"\n"),
             "{line}"
         );
+        // A tunnel's line ends with what it carried and why it ended.
+        let entry = Entry {
+            status: 101,
+            tls_version: None,
+            tunnel: Some(TunnelFacts {
+                upgrade: "websocket",
+                bytes_received: 7,
+                ended: "idle",
+            }),
+            ..entry
+        };
+        let mut line = Vec::new();
+        write_text(&mut line, &entry);
+        let line = String::from_utf8(line).unwrap();
+        assert!(
+            line.ends_with(
+                " status=101 bytes=3 duration_ms=1.500 upstream=web backend=b1 chosen_by=plugin plugin=round-robin filter=- attempts=1 upgrade=\"websocket\" bytes_received=7 ended=idle\n"
+            ),
+            "{line}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&entry).unwrap()).unwrap();
+        assert_eq!(json["upgrade"], "websocket");
+        assert_eq!(json["bytes_received"], 7);
+        assert_eq!(json["ended"], "idle");
     }
 }

@@ -316,6 +316,7 @@ fn describe_backend(upstream: &Upstream, b: &Backend) -> Value {
         "health": b.health.as_str(),
         "reason": b.reason,
         "in_flight": b.stats.in_flight(),
+        "tunnels_open": b.stats.tunnels.open(),
         "max_in_flight": upstream.max_in_flight(b),
         "ewma_latency_ms": f64::from(b.stats.ewma_latency_us()) / 1000.0,
         "requests": b.stats.requests(),

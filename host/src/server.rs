@@ -15,7 +15,7 @@ use crate::admin::Admin;
 use crate::config::{Config, ConfigError, FrontLimits};
 use crate::listener::{BindError, HandshakeStats, PlainTcp, Serve, TlsAcceptor, accept_loop, bind};
 use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
-use crate::proxy::{RefusedRequests, Shared};
+use crate::proxy::{RefusedRequests, Shared, Tunnels};
 use crate::reload::{ReloadError, ReloadKind, Reloader, Signatures, WatchMode};
 use crate::snapshot::Snapshot;
 use crate::termination::ListenerAt;
@@ -61,6 +61,7 @@ pub struct Server {
     reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    tunnels: Arc<Tunnels>,
 }
 
 impl Server {
@@ -127,6 +128,7 @@ impl Server {
             shutdown.subscribe(),
         ));
         let refused = Arc::new(RefusedRequests::default());
+        let tunnels = Tunnels::new();
         let mut bound = Vec::new();
         let mut handshakes = Vec::new();
         for (addr, limits, tls) in listeners {
@@ -138,6 +140,7 @@ impl Server {
                 access_log: access_log.clone(),
                 refused: refused.clone(),
                 body_read_timeout: limits.body_read_timeout,
+                tunnels: tunnels.clone(),
             });
             let handler = move |request, conn| {
                 let shared = shared.clone();
@@ -196,6 +199,7 @@ impl Server {
             reloader,
             shutdown,
             tasks,
+            tunnels,
         })
     }
 
@@ -227,13 +231,21 @@ impl Server {
     }
 
     /// Stops accepting, asks open connections to finish their current
-    /// requests, and waits up to `grace` for them.
+    /// requests and open tunnels to close after their upstream's
+    /// `tunnel_drain_grace_ms`, and waits up to `grace` for them.
     pub async fn shutdown(mut self, grace: Duration) {
         let _ = self.shutdown.send(true);
+        self.tunnels.shut_down();
         let _ = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}
+            self.tunnels.closed().await;
         })
         .await;
+    }
+
+    /// Tunnels (upgraded connections such as WebSockets) open now.
+    pub fn open_tunnels(&self) -> usize {
+        self.tunnels.open()
     }
 }
 

@@ -164,6 +164,22 @@ impl Snapshot {
         }
     }
 
+    /// Tells each backend of this snapshot that `successor` no longer has
+    /// (its upstream or it left the config) that it is removed: its
+    /// tunnels close after their grace.
+    pub fn mark_removed(&self, successor: &Snapshot) {
+        for (name, upstream) in self.upstreams() {
+            let kept = successor.upstream(name).map(|u| u.backends());
+            for backend in upstream.backends().iter() {
+                let same =
+                    |b: &Arc<crate::upstream::Backend>| Arc::ptr_eq(&b.state, &backend.state);
+                if !kept.as_ref().is_some_and(|set| set.iter().any(same)) {
+                    backend.state.set_removed();
+                }
+            }
+        }
+    }
+
     /// The plugin files this snapshot's config names, for the watcher.
     pub fn plugin_files(&self) -> Vec<std::path::PathBuf> {
         plugin_files(&self.config)

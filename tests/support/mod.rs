@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod h2_backend;
 pub mod python;
 pub mod tls_backend;
+pub mod websocket;
 pub mod weir_run;
 #[allow(unused_imports)]
 pub use binary::{Child, log_lines, spawn_run, start_weir_run, weir};

@@ -9,6 +9,7 @@ mod check_error;
 mod set;
 mod state;
 mod stats;
+mod tunnels;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ pub use check_error::CheckError;
 pub use set::BackendSet;
 pub use state::{BackendState, CheckTransition};
 pub use stats::{BackendStats, InFlight};
+pub use tunnels::{TunnelEnd, TunnelStats};
 
 /// Identifies a backend within its upstream (see the WIT `backend-id`).
 pub type BackendId = u32;

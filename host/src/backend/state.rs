@@ -13,7 +13,7 @@ use std::time::Duration;
 // tokio's clock: it follows paused time in tests.
 use tokio::time::Instant;
 
-use super::{CheckError, Health};
+use super::{CheckError, Health, TunnelEnd};
 
 /// The health inputs of one backend.
 #[derive(Debug, Default)]
@@ -23,6 +23,10 @@ pub struct BackendState {
     consecutive_errors: AtomicU32,
     /// Set by the operator through the admin API.
     draining: AtomicBool,
+    /// Set when the backend left its upstream (reload, admin API).
+    removed: AtomicBool,
+    /// Woken when it is drained or removed: its tunnels must close.
+    leaving: tokio::sync::Notify,
     checks_passed: AtomicU64,
     checks_failed: AtomicU64,
     ejections: AtomicU64,
@@ -188,6 +192,40 @@ impl BackendState {
     /// Sets or clears the operator's drain.
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::Relaxed);
+        if draining {
+            self.leaving.notify_waiters();
+        }
+    }
+
+    /// Marks the backend as gone from its upstream: its tunnels close.
+    pub fn set_removed(&self) {
+        self.removed.store(true, Ordering::Relaxed);
+        self.leaving.notify_waiters();
+    }
+
+    /// Whether long-lived connections to the backend should end, and why:
+    /// [`TunnelEnd::Removed`] or [`TunnelEnd::Drained`].
+    pub fn leaving(&self) -> Option<TunnelEnd> {
+        if self.removed.load(Ordering::Relaxed) {
+            Some(TunnelEnd::Removed)
+        } else if self.draining.load(Ordering::Relaxed) {
+            Some(TunnelEnd::Drained)
+        } else {
+            None
+        }
+    }
+
+    /// Waits until the backend is drained or removed ([`Self::leaving`]).
+    pub async fn left(&self) -> TunnelEnd {
+        loop {
+            let notice = self.leaving.notified();
+            tokio::pin!(notice);
+            notice.as_mut().enable();
+            if let Some(removed) = self.leaving() {
+                return removed;
+            }
+            notice.await;
+        }
     }
 
     /// Active checks passed in all.
@@ -260,6 +298,24 @@ mod tests {
         assert_eq!(state.health(Instant::now()).0, Health::Draining);
         state.set_draining(false);
         assert_eq!(state.health(Instant::now()).0, Health::Healthy);
+    }
+
+    #[tokio::test]
+    async fn tunnels_waiting_hear_of_a_drain_and_of_a_removal() {
+        let state = std::sync::Arc::new(BackendState::default());
+        assert_eq!(state.leaving(), None);
+        let waiting = {
+            let state = state.clone();
+            tokio::spawn(async move { state.left().await })
+        };
+        tokio::task::yield_now().await;
+        state.set_draining(false);
+        assert!(!waiting.is_finished(), "enabling is no reason to leave");
+        state.set_draining(true);
+        assert_eq!(waiting.await.unwrap(), TunnelEnd::Drained);
+        // Already leaving: no wait; a removal wins over a drain.
+        state.set_removed();
+        assert_eq!(state.left().await, TunnelEnd::Removed);
     }
 
     #[test]

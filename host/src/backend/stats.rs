@@ -20,6 +20,8 @@ pub struct BackendStats {
     responses: [AtomicU64; 5],
     /// Time to the response headers of answered requests.
     pub duration: Histogram,
+    /// Upgraded connections (WebSockets) to the backend.
+    pub tunnels: super::TunnelStats,
 }
 
 impl Default for BackendStats {
@@ -32,6 +34,7 @@ impl Default for BackendStats {
             failures: AtomicU64::new(0),
             responses: Default::default(),
             duration: Histogram::new(REQUEST_SECONDS),
+            tunnels: Default::default(),
         }
     }
 }

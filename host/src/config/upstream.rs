@@ -59,6 +59,14 @@ pub struct UpstreamConfig {
     /// HTTP/2 connection sharing and keep-alive (`[upstreams.NAME.h2]`).
     #[serde(default)]
     pub h2: H2Config,
+    /// An upgraded connection (a WebSocket) that passes no byte either way
+    /// for this long is closed, in milliseconds.
+    #[serde(default = "default_tunnel_idle_timeout")]
+    pub tunnel_idle_timeout_ms: u64,
+    /// How long a tunnel goes on after its backend is drained or removed,
+    /// or weir begins to shut down, before it is closed, in milliseconds.
+    #[serde(default = "default_tunnel_drain_grace")]
+    pub tunnel_drain_grace_ms: u64,
 }
 
 /// Ejecting backends that keep failing real requests.
@@ -124,6 +132,12 @@ fn default_idle_timeout() -> u64 {
 fn default_max_idle() -> usize {
     256
 }
+fn default_tunnel_idle_timeout() -> u64 {
+    300_000
+}
+fn default_tunnel_drain_grace() -> u64 {
+    5_000
+}
 
 impl UpstreamConfig {
     /// The connect timeout as a duration.
@@ -137,6 +151,14 @@ impl UpstreamConfig {
     /// The idle keep-alive timeout as a duration.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
+    }
+    /// The tunnel idle timeout as a duration.
+    pub fn tunnel_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.tunnel_idle_timeout_ms)
+    }
+    /// The tunnel drain grace as a duration.
+    pub fn tunnel_drain_grace(&self) -> Duration {
+        Duration::from_millis(self.tunnel_drain_grace_ms)
     }
     /// The TLS settings as loaded when the config was checked; none for
     /// plain HTTP.
@@ -159,6 +181,7 @@ impl Checker<'_> {
             (upstream.connect_timeout_ms, "connect_timeout_ms"),
             (upstream.request_timeout_ms, "request_timeout_ms"),
             (upstream.idle_timeout_ms, "idle_timeout_ms"),
+            (upstream.tunnel_idle_timeout_ms, "tunnel_idle_timeout_ms"),
         ] {
             let what = format!("upstream {name}: {key}");
             self.bounded(value, 1..=MAX_TIMEOUT_MS, &at.key(key), &what, " (1 day)")?;
@@ -178,6 +201,10 @@ impl Checker<'_> {
             &what,
             " (1 hour)",
         )?;
+        let key = "tunnel_drain_grace_ms";
+        let what = format!("upstream {name}: {key}");
+        let grace = upstream.tunnel_drain_grace_ms;
+        self.bounded(grace, 0..=MAX_PERIOD_MS, &at.key(key), &what, " (1 hour)")?;
         let retries = u64::from(upstream.retry.retries);
         let what = format!("upstream {name}: retry.retries");
         self.within(retries, 0..=10, &at.key("retry").key("retries"), &what)?;
@@ -278,6 +305,7 @@ mod tests {
             "connect_timeout_ms",
             "request_timeout_ms",
             "idle_timeout_ms",
+            "tunnel_idle_timeout_ms",
         ] {
             let zero = format!("{key} = 0");
             let rule = format!("upstream web: {key} must be at least 1");
@@ -291,6 +319,12 @@ mod tests {
             &web_with(line),
             line,
             &["upstream web: slow_start_ms must be at most"],
+        );
+        let line = "tunnel_drain_grace_ms = 3600001";
+        assert_refused_at(
+            &web_with(line),
+            line,
+            &["upstream web: tunnel_drain_grace_ms must be at most 3600000 (1 hour)"],
         );
         let line = "retry.retries = 11";
         assert_refused_at(

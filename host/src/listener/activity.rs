@@ -230,16 +230,26 @@ impl Body for GuardedBody {
 }
 
 /// A client stream that tells its connection's [`Activity`] when bytes
-/// arrive.
+/// arrive, and holds its listener slot (`max_connections`) for as long as
+/// it lives: through HTTP, then through a tunnel if it is upgraded.
 pub(crate) struct Watched<IO> {
     inner: IO,
     activity: Arc<Activity>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl<IO> Watched<IO> {
-    /// `inner`, watched for `activity`.
-    pub(crate) fn new(inner: IO, activity: Arc<Activity>) -> Watched<IO> {
-        Watched { inner, activity }
+    /// `inner`, watched for `activity`, holding `slot`.
+    pub(crate) fn new(
+        inner: IO,
+        activity: Arc<Activity>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Watched<IO> {
+        Watched {
+            inner,
+            activity,
+            _slot: slot,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 mod acceptor;
 mod activity;
 mod close;
+mod serving;
 mod tls;
 
 use std::convert::Infallible;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -162,7 +163,7 @@ async fn connection<A, H, F>(
     info: ConnectionInfo,
     serve: Arc<Serve<A, H>>,
     shutdown: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    slot: OwnedSemaphorePermit,
 ) where
     A: Acceptor,
     H: Fn(Request<Incoming>, Arc<ConnectionInfo>) -> F + Clone + Send + Sync + 'static,
@@ -193,7 +194,9 @@ async fn connection<A, H, F>(
             Ok::<_, Infallible>(response.map(|body| request_open.answered(body)))
         }
     });
-    let stream = Watched::new(stream, activity.clone());
+    // The stream holds the slot: an upgraded connection (a tunnel) keeps
+    // it after HTTP is done with the connection.
+    let stream = Watched::new(stream, activity.clone(), slot);
     let watch = Watch {
         activity,
         client,
@@ -254,13 +257,14 @@ async fn serve_http<S, IO>(
         .max_header_list_size(limits.max_head_bytes as u32)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
-    builder = match protocols {
-        Protocols::Auto => builder,
-        Protocols::Http1 => builder.http1_only(),
-        Protocols::Http2 => builder.http2_only(),
-    };
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
+    if protocols == Protocols::Http2 {
+        builder = builder.http2_only();
+    }
+    // An HTTP/1.1 connection that switches protocols ends here; its stream
+    // lives on in the proxy's tunnel, without this clock: tunnels keep
+    // their own idle timeout.
+    let max_buf = limits.max_head_bytes.max(8192);
+    let mut connection = serving::serve(&builder, max_buf, stream, service, protocols);
     let client = watch.client;
     let clock = watch
         .activity

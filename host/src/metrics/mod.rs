@@ -5,6 +5,7 @@ mod cells;
 pub use crate::histogram;
 mod plugins;
 mod tls;
+mod tunnels;
 mod upstream_h2;
 mod upstream_tls;
 
@@ -168,6 +169,8 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         &backends,
         |b| b.state.ejections().to_string(),
     );
+
+    tunnels::families(&mut out, &backends);
 
     use std::sync::atomic::Ordering::Relaxed;
     let by_upstream: Vec<_> = upstreams

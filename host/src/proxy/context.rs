@@ -41,6 +41,8 @@ pub(crate) struct RequestCtx {
     /// A gRPC request's call (its deadline); weir's own answers to it are
     /// gRPC's.
     pub(crate) grpc: Option<super::grpc::GrpcCall>,
+    /// Where a tunnel this request opens is counted.
+    pub(crate) tunnels: Arc<super::Tunnels>,
 }
 
 impl RequestCtx {
@@ -70,6 +72,7 @@ impl RequestCtx {
             responders: Vec::new(),
             passed: None,
             grpc: super::grpc::GrpcCall::of(parts, tokio::time::Instant::now()),
+            tunnels: shared.tunnels.clone(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use http::Method;
 
-use crate::access_log::{AccessLog, Entry, rfc3339};
+use crate::access_log::{AccessLog, Entry, TunnelFacts, rfc3339};
 use crate::connection::ConnectionInfo;
 use crate::upstream::{Backend, ChosenBy, Upstream};
 
@@ -58,6 +58,16 @@ impl RequestLog {
 
     /// Writes the line: the response is over, having sent `bytes` of body.
     pub(crate) fn finish(self, bytes: u64) {
+        self.write(bytes, None);
+    }
+
+    /// Writes a tunnel's line when it ends: `bytes` went to the client,
+    /// `tunnel` says the rest.
+    pub(crate) fn finish_tunnel(self, bytes: u64, tunnel: TunnelFacts<'_>) {
+        self.write(bytes, Some(tunnel));
+    }
+
+    fn write(self, bytes: u64, tunnel: Option<TunnelFacts<'_>>) {
         let plugin = self
             .upstream
             .as_ref()
@@ -83,6 +93,7 @@ impl RequestLog {
             tls_version: tls.and_then(|t| t.version),
             sni: tls.and_then(|t| t.server_name.as_deref()),
             client_cert: tls.and_then(|t| t.client_subject.as_deref()),
+            tunnel,
         });
     }
 }

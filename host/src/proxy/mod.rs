@@ -18,6 +18,8 @@ mod redirect;
 mod refused;
 mod request_body;
 mod retry;
+mod tunnel;
+mod upgrade;
 
 use std::sync::Arc;
 
@@ -33,6 +35,7 @@ pub use grpc::{
     answers_by_code as grpc_answers_by_code, malformed_timeouts as grpc_malformed_timeouts,
 };
 pub use refused::{Refusal, RefusedRequests};
+pub use tunnel::Tunnels;
 
 use crate::access_log::AccessLog;
 use crate::connection::ConnectionInfo;
@@ -57,6 +60,8 @@ pub struct Shared {
     pub refused: Arc<RefusedRequests>,
     /// The listener's `body_read_timeout_ms`.
     pub body_read_timeout: std::time::Duration,
+    /// The server's open tunnels (upgraded connections).
+    pub tunnels: Arc<Tunnels>,
 }
 
 /// Handles one client request on `conn` against the current snapshot.
@@ -107,6 +112,9 @@ async fn proxy(
         log.upstream = Some(upstream.clone());
     }
     filters::keep_for_responders(ctx, parts);
+    if let Some(offer) = upgrade::requested(parts) {
+        return upgrade::open(ctx, parts, body, offer).await;
+    }
     let mut retries = Retries::plan(&upstream, &parts.method, body.is_end_stream());
     let fault = BodyFault::default();
     let timeout = ctx.body_read_timeout;
@@ -124,6 +132,10 @@ async fn proxy(
         let head = std::mem::replace(parts, empty_head());
         let request = prepare(ctx, head, retries.body(&mut body), &chosen.backend)?;
         match forward(&upstream, &chosen.backend, request, &fault).await {
+            Ok((response, _)) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                let what = "a request that did not ask to upgrade";
+                return Err(upgrade::bad_switch(&upstream, &chosen.backend, what));
+            }
             Ok((response, in_flight)) => return Ok(finish(ctx, response, in_flight, chosen)),
             Err(failure) => *parts = retries.again(&upstream, &chosen.backend, failure, next)?,
         }

@@ -44,10 +44,16 @@ pub enum Refusal {
     H2Flood,
     /// An HTTP/2 client broke the protocol: GOAWAY and closed.
     H2ProtocolError,
+    /// An upgrade request (`Connection: upgrade`) with a body (400): the
+    /// bytes after it would belong to the tunnel, a smuggling window.
+    UpgradeWithBody,
+    /// An upgrade to an upstream that does not speak HTTP/1.1 to its
+    /// backends (501): only HTTP/1.1 can switch protocols.
+    UpgradeUnsupported,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 13] = [
+    const ALL: [Refusal; 15] = [
         Refusal::NoHost,
         Refusal::TwoHosts,
         Refusal::BadHost,
@@ -61,6 +67,8 @@ impl Refusal {
         Refusal::MaxConnections,
         Refusal::H2Flood,
         Refusal::H2ProtocolError,
+        Refusal::UpgradeWithBody,
+        Refusal::UpgradeUnsupported,
     ];
 
     /// The `reason` label.
@@ -79,6 +87,8 @@ impl Refusal {
             Refusal::MaxConnections => "max_connections",
             Refusal::H2Flood => "h2_flood",
             Refusal::H2ProtocolError => "h2_protocol_error",
+            Refusal::UpgradeWithBody => "upgrade_with_body",
+            Refusal::UpgradeUnsupported => "upgrade_unsupported",
         }
     }
 
@@ -98,6 +108,10 @@ impl Refusal {
             Refusal::MaxConnections => "the listener is at its connection limit",
             Refusal::H2Flood => "too many reset or refused HTTP/2 streams",
             Refusal::H2ProtocolError => "an HTTP/2 protocol error",
+            Refusal::UpgradeWithBody => "an upgrade request may not carry a body",
+            Refusal::UpgradeUnsupported => {
+                "this upstream does not speak HTTP/1.1 to its backends, so it cannot switch protocols"
+            }
         }
     }
 
@@ -110,6 +124,7 @@ impl Refusal {
             }
             Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::MaxConnections => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::UpgradeUnsupported => StatusCode::NOT_IMPLEMENTED,
             _ => StatusCode::BAD_REQUEST,
         }
     }

@@ -125,7 +125,9 @@ impl Reloader {
                 warn_of_restart_only_changes(self.state.load().config(), snapshot.config());
                 let snapshot = Arc::new(snapshot);
                 snapshot.start_tasks();
-                self.state.swap(snapshot).retire();
+                let previous = self.state.swap(snapshot.clone());
+                previous.retire();
+                previous.mark_removed(&snapshot);
                 let n = self.reloads.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::info!(?kind, reloads = n, "reloaded");
                 Ok(())

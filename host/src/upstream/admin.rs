@@ -117,7 +117,8 @@ impl Upstream {
     pub fn remove_backend(&self, name: &str) -> Result<(), AdminError> {
         self.admin_edit(name, "removed", |members| {
             let at = self.position(members, name)?;
-            members.remove(at);
+            // Its tunnels close after their grace.
+            members.remove(at).state.set_removed();
             Ok(())
         })
     }
