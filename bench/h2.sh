@@ -21,10 +21,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release -p weir --bin weir
 WEIR=$CARGO_TARGET_DIR/release/weir
 
-W=$(mktemp -d /tmp/weir-h2-bench.XXXX); PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  sleep 0.3; rm -rf "$W"; }
-trap cleanup EXIT INT TERM
+. bench/lib.sh
+bench_workdir h2-bench
 
 cat > "$W/backends.conf" <<CONF
 daemon off; worker_processes 1; pid $W/b.pid; error_log $W/b.err;
@@ -97,9 +95,6 @@ for t in "${TARGETS[@]}"; do
 done
 # weir must really speak HTTP/2 to the backends: one connection each, however many streams.
 taskset -c 0 h2load -n 2000 -c32 -m10 "http://127.0.0.1:18292/" >/dev/null 2>&1
-pid_of() { ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 conns=$(ss -Htnp state established "dport >= :18281 and dport <= :18283" | grep -c "pid=$(pid_of 18292),")
 echo "# weir's HTTP/2 connections to the 3 backends after 2000 requests 320 at a time (100 streams each at most): $conns"
 rate() { taskset -c 0 h2load -c32 -m10 -D "$DUR" "http://127.0.0.1:$1/" 2>/dev/null | awk '
@@ -114,7 +109,6 @@ for ((i = 1; i <= ROUNDS; i++)); do
     CPU[$n]+="$(echo "($t1 - $t0) * 1000000 / $HZ / ($r * $DUR)" | bc -l) "
   done
 done
-med() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); weir $(git describe --always --dirty 2>/dev/null || echo "(no git)"); $DUR s x $ROUNDS rounds, medians"
 printf "%-8s %12s %12s %10s\n" target "req/s" "cpu us/req" "vs nginx"
 NC=$(echo "${CPU[nginx]}" | med)

@@ -25,10 +25,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release -p weir --bin weir
 WEIR=$CARGO_TARGET_DIR/release/weir
 
-W=$(mktemp -d /tmp/weir-tls-bench.XXXX); PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  sleep 0.3; rm -rf "$W"; }
-trap cleanup EXIT INT TERM
+. bench/lib.sh
+bench_workdir tls-bench
 
 # One CA, one ECDSA P-256 leaf for 127.0.0.1, as every proxy serves it.
 openssl ecparam -name prime256v1 -genkey -noout -out "$W/ca.key" 2>/dev/null
@@ -115,9 +113,6 @@ for t in "${TARGETS[@]}"; do
     echo "${t%%=*} does not negotiate h2" >&2; exit 1; }
 done
 
-pid_of() { ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 # test port -> "count_per_second"; the client pinned to CPU 0
 client() {
   local url="https://127.0.0.1:$2/"
@@ -136,7 +131,6 @@ for ((i = 1; i <= ROUNDS; i++)); do
     done
   done
 done
-med() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); weir $(git describe --always --dirty 2>/dev/null || echo "(no git)"); $DUR s x $ROUNDS rounds, medians"
 printf "%-10s %-8s %12s %12s %10s\n" test target "per second" "cpu us/each" "vs nginx"
 for test in keepalive handshake h2; do

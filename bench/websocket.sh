@@ -21,10 +21,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release -p weir --bin weir
 WEIR=$CARGO_TARGET_DIR/release/weir
 
-W=$(mktemp -d /tmp/weir-ws-bench.XXXX); PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  sleep 0.3; rm -rf "$W"; }
-trap cleanup EXIT INT TERM
+. bench/lib.sh
+bench_workdir ws-bench
 
 cat > "$W/echo.py" <<'PY'
 import asyncio
@@ -91,9 +89,6 @@ for port in 18281 18290 18292; do
   for _ in $(seq 100); do ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.1; done
 done
 
-pid_of() { ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
-ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 declare -A P50 P99 CPU
 for ((i = 1; i <= ROUNDS; i++)); do
   for t in "${TARGETS[@]}"; do n=${t%%=*}; port=${t#*=}; pid=$(pid_of "$port")
@@ -105,7 +100,6 @@ for ((i = 1; i <= ROUNDS; i++)); do
     CPU[$n]+="$(echo "($t1 - $t0) * 1000000 / $HZ / $N" | bc -l) "
   done
 done
-med() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); weir $(git describe --always --dirty 2>/dev/null || echo "(no git)"); $N messages of $SIZE bytes x $ROUNDS rounds, medians"
 printf "%-8s %14s %14s %16s\n" target "rtt p50 us" "rtt p99 us" "cpu us/message"
 for t in "${TARGETS[@]}"; do n=${t%%=*}
