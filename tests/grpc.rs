@@ -188,12 +188,7 @@ async fn raw_call(
     addr: SocketAddr,
     headers: &[(&str, &str)],
 ) -> (u16, HeaderMap, Bytes, Option<HeaderMap>) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = support::h2_connect(addr).await;
     let mut request = Request::post(format!("http://{addr}/weir.test.Echo/Unary"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::certs::TestCa;
 use support::h2_backend::{H2Backend, H2Options};
 use support::{TempDir, TestProxy, client, config_text, get, spread, wait_for};
@@ -147,12 +146,7 @@ async fn a_websocket_upgrade_to_an_http2_upstream_is_refused_with_501() {
 /// trailers.
 async fn h2_get(proxy: &TestProxy, path: &str, te: bool) -> (u16, String, Option<http::HeaderMap>) {
     let addr = proxy.server.local_addrs()[0];
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = support::h2_connect(addr).await;
     let mut request = Request::get(format!("http://{addr}{path}"));
     if te {
         request = request.header("te", "trailers");

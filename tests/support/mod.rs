@@ -310,6 +310,22 @@ pub async fn spread(url: &str, total: usize, concurrency: usize) -> BTreeMap<(u1
     counts
 }
 
+/// An HTTP/2 connection (prior knowledge) to `addr`, its driver spawned.
+pub async fn h2_connect<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 /// A directory under the system temp dir, unique to this process and call,
 /// removed on drop.
 pub struct TempDir(pub PathBuf);
