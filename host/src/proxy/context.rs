@@ -41,8 +41,6 @@ pub(crate) struct RequestCtx {
     /// A gRPC request's call (its deadline); weir's own answers to it are
     /// gRPC's.
     pub(crate) grpc: Option<super::grpc::GrpcCall>,
-    /// Where a tunnel this request opens is counted.
-    pub(crate) tunnels: Arc<super::Tunnels>,
 }
 
 impl RequestCtx {
@@ -71,8 +69,7 @@ impl RequestCtx {
             upstream: None,
             responders: Vec::new(),
             passed: None,
-            grpc: super::grpc::GrpcCall::of(parts, tokio::time::Instant::now()),
-            tunnels: shared.tunnels.clone(),
+            grpc: super::grpc::GrpcCall::of(parts, tokio::time::Instant::from_std(started)),
         }
     }
 

@@ -72,7 +72,7 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let (mut parts, body) = request.into_parts();
     let mut ctx = RequestCtx::new(shared, &parts, conn);
-    match proxy(&mut ctx, &mut parts, body).await {
+    match proxy(shared, &mut ctx, &mut parts, body).await {
         Ok(response) => response,
         Err(error) => error.answer(&mut ctx),
     }
@@ -80,6 +80,7 @@ pub async fn handle(
 
 /// The phases, in order; each returns weir's own answer as an error.
 async fn proxy(
+    shared: &Shared,
     ctx: &mut RequestCtx,
     parts: &mut Parts,
     body: Incoming,
@@ -113,7 +114,7 @@ async fn proxy(
     }
     filters::keep_for_responders(ctx, parts);
     if let Some(offer) = upgrade::requested(parts) {
-        return upgrade::open(ctx, parts, body, offer).await;
+        return upgrade::open(ctx, &shared.tunnels, parts, body, offer).await;
     }
     let mut retries = Retries::plan(&upstream, &parts.method, body.is_end_stream());
     let fault = BodyFault::default();

@@ -34,7 +34,8 @@ use crate::upstream::{Backend, Upstream};
 /// neither is `h2c`: a tunnel of HTTP/2 to the backend would carry requests
 /// weir never routes nor filters (h2c smuggling).
 pub(super) fn requested(parts: &Parts) -> Option<HeaderValue> {
-    if parts.version != Version::HTTP_11 {
+    // Most requests have no Upgrade header: found out first, cheaply.
+    if parts.version != Version::HTTP_11 || !parts.headers.contains_key(UPGRADE) {
         return None;
     }
     let asked = parts
@@ -79,6 +80,7 @@ fn agreed(offer: &HeaderValue, response: &HeaderMap) -> Option<HeaderValue> {
 /// that starts a tunnel, or the backend's other answer. Never retried.
 pub(super) async fn open(
     ctx: &mut RequestCtx,
+    tunnels: &Arc<super::Tunnels>,
     parts: &mut Parts,
     body: Incoming,
     offer: HeaderValue,
@@ -150,7 +152,7 @@ pub(super) async fn open(
             idle: config.map_or(DEFAULT.idle, |c| c.tunnel_idle_timeout()),
             grace: config.map_or(DEFAULT.grace, |c| c.tunnel_drain_grace()),
         },
-        tunnels: ctx.tunnels.clone(),
+        tunnels: tunnels.clone(),
     }
     .spawn();
     Ok(Response::from_parts(head, full("")))
