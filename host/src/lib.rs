@@ -35,6 +35,7 @@ pub mod termination;
 pub mod tls;
 pub mod upstream;
 pub mod view;
+pub mod workers;
 
 pub use config::{Config, ConfigError};
 pub use server::{Server, StartError};

@@ -13,12 +13,15 @@ use tokio::task::JoinSet;
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
 use crate::config::{Config, ConfigError, FrontLimits};
-use crate::listener::{BindError, HandshakeStats, PlainTcp, Serve, TlsAcceptor, accept_loop, bind};
+use crate::listener::{
+    Acceptor, BindError, Bound, HandshakeStats, Serve, TlsAcceptor, accept_loop, bind, bind_copies,
+};
 use crate::plugin::{PluginError, PluginLimits, PluginRuntime, PluginStore};
 use crate::proxy::{RefusedRequests, Shared, Tunnels};
 use crate::reload::{ReloadError, ReloadKind, Reloader, Signatures, WatchMode};
 use crate::snapshot::Snapshot;
 use crate::termination::ListenerAt;
+use crate::workers::Workers;
 
 /// Why weir could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,9 @@ pub enum StartError {
     /// The access log could not be started.
     #[error(transparent)]
     AccessLog(crate::access_log::AccessLogError),
+    /// The worker threads could not be started.
+    #[error("cannot start the worker threads")]
+    Workers(#[source] std::io::Error),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -61,18 +67,26 @@ pub struct Server {
     reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The accept loops of the listeners' copies on the other workers.
+    remote: Vec<tokio::task::JoinHandle<()>>,
+    /// Dropped after `remote`'s handles: ends the worker threads.
+    _workers: Workers,
     tunnels: Arc<Tunnels>,
 }
 
 impl Server {
     /// Loads every plugin `config` names, binds its listeners and starts
-    /// serving. Must run inside a multi-threaded tokio runtime.
+    /// serving. The listeners' first copies and everything else (health
+    /// checks, reloads, the admin API) run on the calling runtime; the
+    /// other `[runtime] workers` get threads of their own.
     ///
     /// When the config came from a file ([`Config::load`]), that file is
     /// watched and re-read on [`Server::reload`]; the plugin files it names
     /// are watched too, unless `plugins.watch = false`.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let runtime = runtime_for(&config)?;
+        let workers =
+            Workers::start(config.runtime.workers.resolve() - 1).map_err(StartError::Workers)?;
         let access_log = AccessLog::open(&config)
             .map_err(StartError::AccessLog)?
             .map(Arc::new);
@@ -129,12 +143,13 @@ impl Server {
         ));
         let refused = Arc::new(RefusedRequests::default());
         let tunnels = Tunnels::new();
-        let mut bound = Vec::new();
+        let mut bound_addrs = Vec::new();
         let mut handshakes = Vec::new();
+        let mut remote = Vec::new();
         for (addr, limits, tls) in listeners {
-            let (listener, local) = bind(addr).await.map_err(StartError::from)?;
-            tracing::info!(addr = %local, tls = tls.is_some(), "listening");
-            bound.push(local);
+            let bound = bind_copies(addr, 1 + workers.handles().len())?;
+            tracing::info!(addr = %bound.local, tls = tls.is_some(), workers = 1 + bound.copies.len(), "listening");
+            bound_addrs.push(bound.local);
             let shared = Arc::new(Shared {
                 state: state.clone(),
                 access_log: access_log.clone(),
@@ -146,22 +161,20 @@ impl Server {
                 let shared = shared.clone();
                 async move { crate::proxy::handle(&shared, request, conn).await }
             };
-            let serve = Serve {
-                acceptor: PlainTcp,
-                handler,
-                http1_only: false,
-                limits,
-                refused: Some(refused.clone()),
+            let serve = Serve::new(handler, false, limits, Some(refused.clone()));
+            let accepting = Accepting {
+                tasks: &mut tasks,
+                remote: &mut remote,
+                workers: &workers,
+                shutdown: &shutdown,
             };
-            let stop = shutdown.subscribe();
             if let Some(configured) = tls {
                 let stats = Arc::new(HandshakeStats::default());
-                handshakes.push((local.to_string(), stats.clone()));
+                handshakes.push((bound.local.to_string(), stats.clone()));
                 let acceptor = TlsAcceptor::new(state.clone(), configured, stats);
-                let serve = serve.with_acceptor(acceptor);
-                tasks.spawn(accept_loop(listener, serve, stop));
+                accepting.spawn(bound, serve.with_acceptor(acceptor));
             } else {
-                tasks.spawn(accept_loop(listener, serve, stop));
+                accepting.spawn(bound, serve);
             }
         }
         let mut admin_addr = None;
@@ -183,22 +196,18 @@ impl Server {
                 let admin = admin.clone();
                 async move { admin.handle(request).await }
             };
-            let serve = Serve {
-                acceptor: PlainTcp,
-                handler,
-                http1_only: true,
-                limits: FrontLimits::default(),
-                refused: None,
-            };
-            tasks.spawn(accept_loop(listener, serve, shutdown.subscribe()));
+            let serve = Serve::new(handler, true, FrontLimits::default(), None);
+            tasks.spawn(accept_loop(listener, Arc::new(serve), shutdown.subscribe()));
         }
         Ok(Server {
-            addrs: bound,
+            addrs: bound_addrs,
             admin_addr,
             state,
             reloader,
             shutdown,
             tasks,
+            remote,
+            _workers: workers,
             tunnels,
         })
     }
@@ -238,6 +247,9 @@ impl Server {
         self.tunnels.shut_down();
         let _ = tokio::time::timeout(grace, async {
             while self.tasks.join_next().await.is_some() {}
+            for accepting in &mut self.remote {
+                let _ = accepting.await;
+            }
             self.tunnels.closed().await;
         })
         .await;
@@ -246,6 +258,44 @@ impl Server {
     /// Tunnels (upgraded connections such as WebSockets) open now.
     pub fn open_tunnels(&self) -> usize {
         self.tunnels.open()
+    }
+}
+
+/// Where a listener's accept loops go: its first copy on the calling
+/// runtime, each other copy on its worker.
+struct Accepting<'a> {
+    tasks: &'a mut JoinSet<()>,
+    remote: &'a mut Vec<tokio::task::JoinHandle<()>>,
+    workers: &'a Workers,
+    shutdown: &'a watch::Sender<bool>,
+}
+
+impl Accepting<'_> {
+    fn spawn<A, H, F>(self, bound: Bound, serve: Serve<A, H>)
+    where
+        A: Acceptor,
+        H: Fn(http::Request<hyper::body::Incoming>, Arc<crate::connection::ConnectionInfo>) -> F
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        F: std::future::Future<Output = http::Response<crate::proxy::ProxyBody>> + Send + 'static,
+    {
+        let serve = Arc::new(serve);
+        let local = bound.local;
+        for (copy, worker) in bound.copies.into_iter().zip(self.workers.handles()) {
+            let (serve, stop) = (serve.clone(), self.shutdown.subscribe());
+            self.remote.push(worker.spawn(async move {
+                match tokio::net::TcpListener::from_std(copy) {
+                    Ok(listener) => accept_loop(listener, serve, stop).await,
+                    Err(error) => {
+                        tracing::error!(addr = %local, %error, "a worker cannot accept on its copy of the listener");
+                    }
+                }
+            }));
+        }
+        self.tasks
+            .spawn(accept_loop(bound.first, serve, self.shutdown.subscribe()));
     }
 }
 

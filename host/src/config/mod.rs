@@ -18,6 +18,7 @@ mod listener;
 mod load;
 mod plugins;
 mod route;
+mod runtime;
 mod spans;
 mod tls;
 mod upstream;
@@ -41,6 +42,7 @@ pub use listener::{AdminConfig, DEFAULT_MAX_REQUEST_HEAD_BYTES, FrontLimits, Lis
 pub use load::{ConfigError, MAX_CONFIG_BYTES};
 pub use plugins::{DEFAULT_LINES_PER_SECOND, MAX_LINES_PER_SECOND, PluginsConfig};
 pub use route::{FilterConfig, FilterFailure, RouteConfig, RouteLimits};
+pub use runtime::{MAX_WORKERS, RuntimeConfig, Workers};
 pub use tls::{
     CertificateConfig, ClientAuthConfig, DEFAULT_HANDSHAKE_TIMEOUT_MS, ListenerTlsConfig,
 };
@@ -69,6 +71,9 @@ pub struct Config {
     /// One line per request (`[access_log]`).
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// The threads that serve client connections (`[runtime]`).
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     /// Where the file was read from; relative paths in it resolve against
     /// its directory. Not part of the TOML.
     #[serde(skip)]

@@ -5,6 +5,7 @@
 
 mod acceptor;
 mod activity;
+mod bind;
 mod close;
 mod serving;
 mod tls;
@@ -25,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use acceptor::{Acceptor, PlainTcp};
+pub use bind::{BindError, Bound, bind, bind_copies};
 pub use tls::{HandshakeFailure, HandshakeStats, TlsAcceptor};
 
 use crate::config::FrontLimits;
@@ -46,29 +48,6 @@ const H2_MAX_LOCAL_ERROR_RESETS: usize = 100;
 /// send its GOAWAY and finish, before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// A listener's socket could not be bound.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr}: {source}")]
-pub struct BindError {
-    /// The address.
-    pub addr: SocketAddr,
-    /// Why.
-    #[source]
-    pub source: std::io::Error,
-}
-
-/// Binds `addr`; returns the listener and the address actually bound (port
-/// 0 resolved).
-pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindError> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError { addr, source })?;
-    let local = listener
-        .local_addr()
-        .map_err(|source| BindError { addr, source })?;
-    Ok((listener, local))
-}
-
 /// What serves the requests of one listener.
 pub struct Serve<A, H> {
     /// Completes each accepted connection.
@@ -83,6 +62,28 @@ pub struct Serve<A, H> {
     /// Where the refusals and closes the limits cause are counted, if
     /// anywhere.
     pub refused: Option<Arc<RefusedRequests>>,
+    /// The listener's `max_connections` slots, shared by the accept loops
+    /// of all its copies (one per worker).
+    slots: Arc<Semaphore>,
+}
+
+impl<H> Serve<PlainTcp, H> {
+    /// Serves plain TCP connections with `handler`, within `limits`.
+    pub fn new(
+        handler: H,
+        http1_only: bool,
+        limits: FrontLimits,
+        refused: Option<Arc<RefusedRequests>>,
+    ) -> Self {
+        Serve {
+            acceptor: PlainTcp,
+            handler,
+            http1_only,
+            limits,
+            refused,
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+        }
+    }
 }
 
 impl<A, H> Serve<A, H> {
@@ -94,19 +95,21 @@ impl<A, H> Serve<A, H> {
             http1_only: self.http1_only,
             limits: self.limits,
             refused: self.refused,
+            slots: self.slots,
         }
     }
 }
 
 /// Accepts connections on `listener` and serves them with `serve` until
-/// `shutdown` fires; then stops accepting and waits for open connections to
+/// `shutdown` fires (the copies of one listener share one `serve`, and so
+/// its `max_connections`); then stops accepting and waits for open connections to
 /// finish their current requests. A connection over `max_connections` is
 /// closed as soon as it is accepted (counted, logged at most every few
 /// seconds): refused at once, a client can go elsewhere, where one held in
 /// the kernel's backlog would wait unseen.
 pub async fn accept_loop<A, H, F>(
     listener: TcpListener,
-    serve: Serve<A, H>,
+    serve: Arc<Serve<A, H>>,
     mut shutdown: watch::Receiver<bool>,
 ) where
     A: Acceptor,
@@ -114,15 +117,13 @@ pub async fn accept_loop<A, H, F>(
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
     let local = listener.local_addr().ok();
-    let slots = Arc::new(Semaphore::new(serve.limits.max_connections));
     let over_limit = EveryFewSeconds::default();
-    let serve = Arc::new(serve);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    let Ok(slot) = serve.slots.clone().try_acquire_owned() else {
                         if let Some(refused) = &serve.refused {
                             refused.count(Refusal::MaxConnections);
                         }
@@ -346,18 +347,13 @@ mod tests {
             let body = format!("{} {} {:?}", conn.client, conn.local, conn.scheme());
             crate::proxy::text(http::StatusCode::OK, body)
         };
-        let serve = Serve {
-            acceptor: RefuseFirst::default(),
-            handler,
-            http1_only: false,
-            limits: FrontLimits {
-                max_head_bytes: 8192,
-                ..FrontLimits::default()
-            },
-            refused: None,
+        let limits = FrontLimits {
+            max_head_bytes: 8192,
+            ..FrontLimits::default()
         };
+        let serve = Serve::new(handler, false, limits, None).with_acceptor(RefuseFirst::default());
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, serve, stopped));
+        let task = tokio::spawn(accept_loop(listener, Arc::new(serve), stopped));
         let request = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
         let (_, refused) = exchange(local, request).await;
         assert_eq!(refused, "", "the refused connection is closed unanswered");
@@ -378,15 +374,9 @@ mod tests {
     async fn an_http1_only_listener_refuses_the_http2_preface() {
         let (listener, local) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let handler = |_request, _conn| async { crate::proxy::text(http::StatusCode::OK, "") };
-        let serve = Serve {
-            acceptor: PlainTcp,
-            handler,
-            http1_only: true,
-            limits: FrontLimits::default(),
-            refused: None,
-        };
+        let serve = Serve::new(handler, true, FrontLimits::default(), None);
         let (_stop, stopped) = watch::channel(false);
-        tokio::spawn(accept_loop(listener, serve, stopped));
+        tokio::spawn(accept_loop(listener, Arc::new(serve), stopped));
         let (_, answer) = exchange(local, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
         assert!(!answer.contains("HTTP/2"), "{answer}");
         assert!(

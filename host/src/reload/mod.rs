@@ -175,6 +175,9 @@ fn warn_of_restart_only_changes(running: &Config, next: &Config) {
             "plugin limits (timeout_ms, memory_mib, max_instances, quarantine and CPU budget, log_lines_per_second) changed: they take effect at the next restart"
         );
     }
+    if running.runtime != next.runtime {
+        tracing::warn!("[runtime] workers changed: that takes effect at the next restart");
+    }
     if running.listen_addrs() != next.listen_addrs() {
         tracing::warn!("listener addresses changed: they take effect at the next restart");
     }
