@@ -1,6 +1,7 @@
 //! The `weir` command: reads flags and config, sets up logging, runs.
 
 /// mimalloc: see BENCHMARKS.md section 13 for what it saves per request.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,6 +1,8 @@
 //! Header rewriting between client and backend: hop-by-hop removal and the
 //! `X-Forwarded-*` family.
 
+use std::net::IpAddr;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::connection::ConnectionInfo;
@@ -13,15 +15,20 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 /// `Transfer-Encoding` goes too: hyper frames each side's body itself.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // The values are cloned out (a reference count each, no copy) so the
+    // names they list can be removed from the same map; a second
+    // `Connection` header is rare enough to pay for a vector.
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    let first = connection.next().cloned();
+    let rest: Vec<HeaderValue> = connection.cloned().collect();
+    for value in first.iter().chain(&rest) {
+        let Ok(value) = value.to_str() else { continue };
+        for name in value.split(',').map(str::trim) {
+            // Looked up by its text: no `HeaderName` is made for it.
+            if !name.is_empty() {
+                headers.remove(name);
+            }
+        }
     }
     for name in HOP_BY_HOP {
         headers.remove(name);
@@ -50,17 +57,19 @@ pub(crate) fn accepts_trailers(headers: &HeaderMap) -> bool {
 /// `host`: `For` gains the client's address, `Proto` and `Host` say what
 /// the client used.
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, conn: &ConnectionInfo, host: Option<&str>) {
-    let client_ip = conn.client.ip().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {client_ip}"),
-        _ => client_ip,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    let previous = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
+    if let Some(value) = forwarded_for(previous, conn.client.ip()) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     let proto = HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" });
     headers.insert(X_FORWARDED_PROTO, proto);
-    match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+    // The `Host` header's own value when it is what the client asked for
+    // (a reference count, no copy), else the host's text.
+    let forwarded_host = host.and_then(|host| match headers.get(header::HOST) {
+        Some(value) if value.as_bytes() == host.as_bytes() => Some(value.clone()),
+        _ => HeaderValue::from_str(host).ok(),
+    });
+    match forwarded_host {
         Some(value) => {
             headers.insert(X_FORWARDED_HOST, value);
         }
@@ -70,8 +79,33 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, conn: &ConnectionInfo, host
     }
 }
 
+/// `X-Forwarded-For` with `client` appended to `previous` (a proxy before
+/// weir's list), or `client` alone; the address is written on the stack,
+/// so the value is the only allocation.
+fn forwarded_for(previous: Option<&str>, client: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    // An IPv6 address's longest text is 45 bytes.
+    let mut text = [0u8; 48];
+    let mut rest = &mut text[..];
+    write!(rest, "{client}").ok()?;
+    let written = 48 - rest.len();
+    let ip = &text[..written];
+    match previous.filter(|p| !p.trim().is_empty()) {
+        Some(previous) => {
+            let mut value = Vec::with_capacity(previous.len() + 2 + ip.len());
+            value.extend_from_slice(previous.as_bytes());
+            value.extend_from_slice(b", ");
+            value.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
+        }
+        None => HeaderValue::from_bytes(ip).ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     #[test]
@@ -129,5 +163,54 @@ mod tests {
         };
         set_forwarded(&mut h, &tls, None);
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn every_connection_header_counts_and_odd_names_are_harmless() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "x-one".parse().unwrap());
+        h.append(
+            header::CONNECTION,
+            " , x-two ,, not a name, (bad)".parse().unwrap(),
+        );
+        h.insert("x-one", "1".parse().unwrap());
+        h.insert("x-two", "2".parse().unwrap());
+        h.insert("x-three", "3".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-three"));
+    }
+
+    #[test]
+    fn forwarded_for_takes_the_longest_address_and_ignores_an_unreadable_previous() {
+        let client: SocketAddr = "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:1"
+            .parse()
+            .unwrap();
+        let conn = ConnectionInfo::plain(client, "[::1]:80".parse().unwrap());
+        let mut h = HeaderMap::new();
+        set_forwarded(&mut h, &conn, None);
+        assert_eq!(h[&X_FORWARDED_FOR], client.ip().to_string().as_str());
+        for unreadable in [&b"  "[..], b"caf\xc3\xa9"] {
+            h.insert(
+                X_FORWARDED_FOR,
+                HeaderValue::from_bytes(unreadable).unwrap(),
+            );
+            set_forwarded(&mut h, &conn, None);
+            assert_eq!(h[&X_FORWARDED_FOR], client.ip().to_string().as_str());
+        }
+    }
+
+    #[test]
+    fn forwarded_host_is_the_host_asked_for_whatever_the_host_header_says() {
+        let conn = ConnectionInfo::plain(
+            "127.0.0.1:5000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+        );
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "example.com".parse().unwrap());
+        set_forwarded(&mut h, &conn, Some("example.com"));
+        assert_eq!(h[&X_FORWARDED_HOST], "example.com");
+        set_forwarded(&mut h, &conn, Some("other.example"));
+        assert_eq!(h[&X_FORWARDED_HOST], "other.example");
     }
 }

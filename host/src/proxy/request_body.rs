@@ -46,8 +46,10 @@ pub(crate) struct ClientBody {
     inner: Incoming,
     limit: Option<u64>,
     idle: Duration,
-    /// Armed while the client keeps the body waiting.
-    wait: Pin<Box<Sleep>>,
+    /// Armed while the client keeps the body waiting; made the first time
+    /// it does, so a request without a body (or one that never waits)
+    /// allocates no timer.
+    wait: Option<Pin<Box<Sleep>>>,
     waiting: bool,
     seen: u64,
     fault: BodyFault,
@@ -68,7 +70,7 @@ impl ClientBody {
             inner,
             limit,
             idle,
-            wait: Box::pin(tokio::time::sleep(idle)),
+            wait: None,
             waiting: false,
             seen: 0,
             fault,
@@ -133,12 +135,20 @@ impl Body for ClientBody {
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                if !this.waiting {
-                    this.waiting = true;
-                    let deadline = Instant::now() + this.idle;
-                    this.wait.as_mut().reset(deadline);
-                }
-                match this.wait.as_mut().poll(cx) {
+                let deadline = || Instant::now() + this.idle;
+                let wait = match &mut this.wait {
+                    Some(wait) => {
+                        if !this.waiting {
+                            wait.as_mut().reset(deadline());
+                        }
+                        wait
+                    }
+                    None => this
+                        .wait
+                        .insert(Box::pin(tokio::time::sleep_until(deadline()))),
+                };
+                this.waiting = true;
+                match wait.as_mut().poll(cx) {
                     Poll::Ready(()) => {
                         Poll::Ready(Some(Err(this.fail(Refusal::BodyTimeout, None))))
                     }
