@@ -47,14 +47,20 @@ pub async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), BindErr
 /// copy has `SO_REUSEPORT`, and the copies after the first bind the port
 /// the first was given (so port 0 works). Linux only lets sockets of the
 /// same user share a port this way.
+///
+/// The first copy binds *before* it sets `SO_REUSEPORT`, so its bind is
+/// exclusive: a port another process (a stale weir) holds is refused as
+/// ever, instead of weir quietly joining it and splitting its traffic,
+/// and port 0 is given a port nobody holds (the kernel would otherwise
+/// hand two weirs one port, each receiving half of the other's clients).
 pub fn bind_copies(addr: SocketAddr, copies: usize) -> Result<Bound, BindError> {
     let shared = copies > 1;
     let err = |source| BindError { addr, source };
-    let first = socket(addr, shared).map_err(err)?;
+    let first = socket(addr, Reuse::AfterBind(shared)).map_err(err)?;
     let local = first.local_addr().map_err(err)?;
     let others = (1..copies)
         .map(|_| {
-            let copy = socket(local, true)?;
+            let copy = socket(local, Reuse::BeforeBind)?;
             copy.into_std()
         })
         .collect::<Result<Vec<_>, _>>()
@@ -66,7 +72,17 @@ pub fn bind_copies(addr: SocketAddr, copies: usize) -> Result<Bound, BindError> 
     })
 }
 
-fn socket(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
+/// When a socket sets `SO_REUSEPORT`.
+#[derive(Clone, Copy)]
+enum Reuse {
+    /// After its bind, if at all: the first copy, bound exclusively, then
+    /// open to its own copies (the kernel forms the group at `listen`).
+    AfterBind(bool),
+    /// Before its bind: a copy joining the first's port.
+    BeforeBind,
+}
+
+fn socket(addr: SocketAddr, reuse: Reuse) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -74,10 +90,13 @@ fn socket(addr: SocketAddr, shared: bool) -> std::io::Result<TcpListener> {
     };
     // What std and tokio set on Unix: a restarted weir can bind at once.
     socket.set_reuseaddr(true)?;
-    if shared {
+    if let Reuse::BeforeBind = reuse {
         socket.set_reuseport(true)?;
     }
     socket.bind(addr)?;
+    if let Reuse::AfterBind(true) = reuse {
+        socket.set_reuseport(true)?;
+    }
     socket.listen(BACKLOG)
 }
 
@@ -116,6 +135,26 @@ mod tests {
         }
         let all = tokio::time::timeout(Duration::from_secs(30), accepted.acquire_many(30)).await;
         assert!(all.is_ok(), "the copies accepted fewer than 30 connections");
+    }
+
+    #[tokio::test]
+    async fn a_listener_never_joins_a_port_someone_else_holds() {
+        // Another weir's shared listener on an explicit port: ours is
+        // refused, not quietly added to its group.
+        let theirs = bind_copies("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+        let error = bind_copies(theirs.local, 2).unwrap_err();
+        assert_eq!(error.source.kind(), std::io::ErrorKind::AddrInUse);
+        // And port 0 never lands on a port a shared listener holds.
+        let mut held = vec![theirs];
+        for _ in 0..200 {
+            let ours = bind_copies("127.0.0.1:0".parse().unwrap(), 2).unwrap();
+            assert!(
+                held.iter().all(|h| h.local != ours.local),
+                "port 0 gave {} twice",
+                ours.local
+            );
+            held.push(ours);
+        }
     }
 
     #[tokio::test]
