@@ -19,7 +19,9 @@
 #                       log (the JSON access log on), filter (one empty filter),
 #                       build (the weir binary in env WEIR_A, e.g. one built
 #                       from an earlier commit, both with native round robin:
-#                       a before/after comparison of a change);
+#                       a before/after comparison of a change),
+#                       workers (native round robin with [runtime] scheduler
+#                       = "per-worker" against the default "shared");
 #                       without --ab, A is what the harness runs as weir-wasm
 #   env CARGO_TARGET_DIR (default target/), WEIR_PLUGIN_DIR (default
 #                       $CARGO_TARGET_DIR/plugins, built by `cargo xtask plugins`)
@@ -80,10 +82,12 @@ case "${AB:-plugin}" in
     config 18092 "" "" true > "$W/wasm.toml" ;;
   filter) LABEL="A = native + one filter (pass-filter), B = native"
     config 18092 "" $'[[routes.filters]]\nplugin = "pass-filter"\n' > "$W/wasm.toml" ;;
+  workers) LABEL="A = native, scheduler per-worker, B = native, scheduler shared"
+    { printf '[runtime]\nscheduler = "per-worker"\n\n'; config 18092 ""; } > "$W/wasm.toml" ;;
   build) [ -x "${WEIR_A:-}" ] || { echo "AB=build needs WEIR_A, a weir binary" >&2; exit 2; }
     LABEL="A = $WEIR_A, B = this build, both native round robin"
     config 18092 "" > "$W/wasm.toml" ;;
-  *) echo "AB must be plugin, log, filter or build" >&2; exit 2 ;;
+  *) echo "AB must be plugin, log, filter, workers or build" >&2; exit 2 ;;
 esac
 config 18093 "" > "$W/native.toml"
 

@@ -1,5 +1,5 @@
-//! `[runtime] workers`: several threads, each with its own scheduler and
-//! its own copy of every listener, serving as one weir.
+//! `[runtime] scheduler = "per-worker"`: several threads, each with its
+//! own scheduler and its own copy of every listener, serving as one weir.
 
 mod support;
 
@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 fn config(backends: &[std::net::SocketAddr], workers: &str, listener: &str) -> String {
     let text = config_text(backends, RR, "").replacen(
         "[[listeners]]\n",
-        &format!("[runtime]\nworkers = {workers}\n\n[[listeners]]\n{listener}\n"),
+        &format!("[runtime]\nworkers = {workers}\nscheduler = \"per-worker\"\n\n[[listeners]]\n{listener}\n"),
         1,
     );
     format!("{text}\n[admin]\naddress = \"127.0.0.1:0\"\n")
@@ -44,10 +44,10 @@ async fn three_workers_serve_one_listener_and_share_its_backends() {
     std::fs::write(&path, config(&addrs, "3", "")).unwrap();
     let weir = WeirRun::start(&path, true).await;
     let names = threads(weir.child.0.id());
-    for worker in ["weir-worker-1", "weir-worker-2"] {
+    for worker in ["weir-worker-1", "weir-worker-2", "weir-worker-3"] {
         assert_eq!(names.get(worker), Some(&1), "{names:?}");
     }
-    assert!(!names.contains_key("weir-worker-3"), "{names:?}");
+    assert!(!names.contains_key("weir-worker-4"), "{names:?}");
     // 300 requests over 30 connections at a time: every one answered, and
     // the one round robin (shared by the workers) spreads them evenly.
     let seen = spread(&weir.url("/"), 300, 30).await;
@@ -57,9 +57,9 @@ async fn three_workers_serve_one_listener_and_share_its_backends() {
         assert!((120..=180).contains(&got), "{name}: {got} of 300: {seen:?}");
     }
     assert_eq!(
-        weir.lines_with(&["listening", "workers=3"]).len(),
+        weir.lines_with(&["listening", "copies=3"]).len(),
         1,
-        "the proxy listener's log line names its workers"
+        "the proxy listener's log line names its copies"
     );
 }
 

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use weir::config::Scheduler;
 use weir::demo::{self, DemoBackend};
 use weir::{Config, Server};
 
@@ -80,14 +81,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // The first worker: the other `[runtime] workers` get threads of their
-    // own when the server starts (weir::workers).
-    let outcome = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let outcome = match runtime_for(&cli.command) {
         Ok(runtime) => runtime.block_on(run(cli.command)),
-        Err(error) => Err(anyhow::anyhow!("cannot start the async runtime: {error}")),
+        Err(error) => Err(error),
     };
     // Write out the queued log lines before the last word, so it comes last.
     drop(log);
@@ -98,6 +94,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime `command` runs on. `weir run` reads its config first for
+/// `[runtime]`: with the shared scheduler, a work-stealing pool of
+/// `workers` threads serves everything; per worker, the workers are
+/// threads of the server's own (`weir::workers`) and this runtime keeps
+/// the admin API, reloads and health checks, on one thread.
+fn runtime_for(command: &Command) -> anyhow::Result<tokio::runtime::Runtime> {
+    let runtime = match command {
+        Command::Run { config } => Config::load(config)?.runtime,
+        _ => weir::config::RuntimeConfig::default(),
+    };
+    let built = match runtime.scheduler {
+        Scheduler::Shared => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(runtime.workers.resolve())
+            .enable_all()
+            .build(),
+        Scheduler::PerWorker => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    built.map_err(|error| anyhow::anyhow!("cannot start the async runtime: {error}"))
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use crate::access_log::AccessLog;
 use crate::admin::Admin;
-use crate::config::{Config, ConfigError, FrontLimits};
+use crate::config::{Config, ConfigError, FrontLimits, Scheduler};
 use crate::listener::{
     Acceptor, BindError, Bound, HandshakeStats, Serve, TlsAcceptor, accept_loop, bind, bind_copies,
 };
@@ -76,17 +76,24 @@ pub struct Server {
 
 impl Server {
     /// Loads every plugin `config` names, binds its listeners and starts
-    /// serving. The listeners' first copies and everything else (health
-    /// checks, reloads, the admin API) run on the calling runtime; the
-    /// other `[runtime] workers` get threads of their own.
+    /// serving. Health checks, reloads and the admin API run on the
+    /// calling runtime, and so do the listeners with the default
+    /// `[runtime] scheduler = "shared"`; with `"per-worker"`, each of the
+    /// `workers` is a thread of its own with its own copy of every
+    /// listener.
     ///
     /// When the config came from a file ([`Config::load`]), that file is
     /// watched and re-read on [`Server::reload`]; the plugin files it names
     /// are watched too, unless `plugins.watch = false`.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let runtime = runtime_for(&config)?;
-        let workers =
-            Workers::start(config.runtime.workers.resolve() - 1).map_err(StartError::Workers)?;
+        // Per worker: every worker a thread of its own; shared: the
+        // calling runtime's pool serves the listeners.
+        let own_threads = match config.runtime.scheduler {
+            Scheduler::Shared => 0,
+            Scheduler::PerWorker => config.runtime.workers.resolve(),
+        };
+        let workers = Workers::start(own_threads).map_err(StartError::Workers)?;
         let access_log = AccessLog::open(&config)
             .map_err(StartError::AccessLog)?
             .map(Arc::new);
@@ -147,8 +154,8 @@ impl Server {
         let mut handshakes = Vec::new();
         let mut remote = Vec::new();
         for (addr, limits, tls) in listeners {
-            let bound = bind_copies(addr, 1 + workers.handles().len())?;
-            tracing::info!(addr = %bound.local, tls = tls.is_some(), workers = 1 + bound.copies.len(), "listening");
+            let bound = bind_copies(addr, workers.handles().len().max(1))?;
+            tracing::info!(addr = %bound.local, tls = tls.is_some(), copies = 1 + bound.copies.len(), "listening");
             bound_addrs.push(bound.local);
             let shared = Arc::new(Shared {
                 state: state.clone(),
@@ -172,9 +179,9 @@ impl Server {
                 let stats = Arc::new(HandshakeStats::default());
                 handshakes.push((bound.local.to_string(), stats.clone()));
                 let acceptor = TlsAcceptor::new(state.clone(), configured, stats);
-                accepting.spawn(bound, serve.with_acceptor(acceptor));
+                accepting.spawn(bound, serve.with_acceptor(acceptor))?;
             } else {
-                accepting.spawn(bound, serve);
+                accepting.spawn(bound, serve)?;
             }
         }
         let mut admin_addr = None;
@@ -261,8 +268,8 @@ impl Server {
     }
 }
 
-/// Where a listener's accept loops go: its first copy on the calling
-/// runtime, each other copy on its worker.
+/// Where a listener's accept loops go: on the calling runtime when there
+/// are no worker threads, else one copy on each worker.
 struct Accepting<'a> {
     tasks: &'a mut JoinSet<()>,
     remote: &'a mut Vec<tokio::task::JoinHandle<()>>,
@@ -271,7 +278,7 @@ struct Accepting<'a> {
 }
 
 impl Accepting<'_> {
-    fn spawn<A, H, F>(self, bound: Bound, serve: Serve<A, H>)
+    fn spawn<A, H, F>(self, bound: Bound, serve: Serve<A, H>) -> Result<(), BindError>
     where
         A: Acceptor,
         H: Fn(http::Request<hyper::body::Incoming>, Arc<crate::connection::ConnectionInfo>) -> F
@@ -283,7 +290,17 @@ impl Accepting<'_> {
     {
         let serve = Arc::new(serve);
         let local = bound.local;
-        for (copy, worker) in bound.copies.into_iter().zip(self.workers.handles()) {
+        if self.workers.handles().is_empty() {
+            let stop = self.shutdown.subscribe();
+            self.tasks.spawn(accept_loop(bound.first, serve, stop));
+            return Ok(());
+        }
+        let first = bound.first.into_std().map_err(|source| BindError {
+            addr: local,
+            source,
+        })?;
+        let copies = std::iter::once(first).chain(bound.copies);
+        for (copy, worker) in copies.zip(self.workers.handles()) {
             let (serve, stop) = (serve.clone(), self.shutdown.subscribe());
             self.remote.push(worker.spawn(async move {
                 match tokio::net::TcpListener::from_std(copy) {
@@ -294,8 +311,7 @@ impl Accepting<'_> {
                 }
             }));
         }
-        self.tasks
-            .spawn(accept_loop(bound.first, serve, self.shutdown.subscribe()));
+        Ok(())
     }
 }
 

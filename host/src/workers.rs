@@ -1,10 +1,10 @@
-//! The worker threads that serve client connections besides the one
-//! weir starts on: each runs its own single-threaded tokio scheduler, so a
-//! connection, its requests and the tasks they spawn stay on one thread
-//! (no work stealing, no cross-thread wake-ups on the request path), as
-//! nginx's workers and Pingora's no-steal runtime do. Each serves its own
-//! copy of every listener (`SO_REUSEPORT`); the kernel spreads new
-//! connections across the copies.
+//! The worker threads of `[runtime] scheduler = "per-worker"`: each runs
+//! its own single-threaded tokio scheduler, so a connection, its requests
+//! and the tasks they spawn stay on one thread (no work stealing, no
+//! cross-thread wake-ups on the request path), as nginx's workers and
+//! Pingora's no-steal runtime do. Each serves its own copy of every
+//! listener (`SO_REUSEPORT`); the kernel spreads new connections across
+//! the copies.
 
 use std::io;
 

@@ -42,7 +42,7 @@ pub use listener::{AdminConfig, DEFAULT_MAX_REQUEST_HEAD_BYTES, FrontLimits, Lis
 pub use load::{ConfigError, MAX_CONFIG_BYTES};
 pub use plugins::{DEFAULT_LINES_PER_SECOND, MAX_LINES_PER_SECOND, PluginsConfig};
 pub use route::{FilterConfig, FilterFailure, RouteConfig, RouteLimits};
-pub use runtime::{MAX_WORKERS, RuntimeConfig, Workers};
+pub use runtime::{MAX_WORKERS, RuntimeConfig, Scheduler, Workers};
 pub use tls::{
     CertificateConfig, ClientAuthConfig, DEFAULT_HANDSHAKE_TIMEOUT_MS, ListenerTlsConfig,
 };

@@ -1,4 +1,5 @@
-//! `[runtime]`: how many threads serve client connections.
+//! `[runtime]`: the threads that serve client connections, and how they
+//! share the work.
 
 use std::num::NonZeroUsize;
 
@@ -11,10 +12,25 @@ pub const MAX_WORKERS: usize = 256;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeConfig {
-    /// How many worker threads serve the listeners, each with its own
-    /// single-threaded scheduler and its own copy of every listener
-    /// (`SO_REUSEPORT`, so the kernel spreads connections across them).
+    /// How many worker threads serve the listeners.
     pub workers: Workers,
+    /// How the workers share the connections.
+    pub scheduler: Scheduler,
+}
+
+/// How the worker threads share the connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheduler {
+    /// One work-stealing pool: an idle worker takes tasks from a busy one,
+    /// so a plugin call that runs to its deadline delays only its own
+    /// request.
+    #[default]
+    Shared,
+    /// Each worker its own single-threaded scheduler and its own copy of
+    /// every listener (`SO_REUSEPORT`): less CPU per request, but a plugin
+    /// call that runs long holds up the other connections of its worker.
+    PerWorker,
 }
 
 /// How many workers: one per CPU weir may run on, or a count.
@@ -78,6 +94,14 @@ mod tests {
         assert_eq!(parse("").unwrap().workers, Workers::Auto);
         assert_eq!(parse("workers = \"auto\"").unwrap().workers, Workers::Auto);
         assert!(Workers::Auto.resolve() >= 1);
+    }
+
+    #[test]
+    fn the_scheduler_is_shared_unless_asked() {
+        assert_eq!(parse("").unwrap().scheduler, Scheduler::Shared);
+        let per = parse("scheduler = \"per-worker\"").unwrap();
+        assert_eq!(per.scheduler, Scheduler::PerWorker);
+        assert!(parse("scheduler = \"stealing\"").is_err());
     }
 
     #[test]

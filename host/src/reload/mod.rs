@@ -176,7 +176,7 @@ fn warn_of_restart_only_changes(running: &Config, next: &Config) {
         );
     }
     if running.runtime != next.runtime {
-        tracing::warn!("[runtime] workers changed: that takes effect at the next restart");
+        tracing::warn!("[runtime] changed: it takes effect at the next restart");
     }
     if running.listen_addrs() != next.listen_addrs() {
         tracing::warn!("listener addresses changed: they take effect at the next restart");
