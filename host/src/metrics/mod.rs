@@ -7,6 +7,7 @@ mod plugins;
 mod tls;
 mod tunnels;
 mod upstream_h2;
+mod upstream_pool;
 mod upstream_tls;
 
 pub use tls::Handshakes;
@@ -215,6 +216,7 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
 
     upstream_tls::family(&mut out, &upstreams);
     upstream_h2::families(&mut out, &upstreams);
+    upstream_pool::families(&mut out, &upstreams);
 
     let plugins: Vec<_> = upstreams
         .iter()

@@ -1,15 +1,13 @@
 //! The client an upstream reaches its backends with: a pool over a
 //! [`Connector`] (TCP, then TLS for an upstream with a `tls` table), built
-//! from the upstream's protocol settings: hyper-util's keep-alive pool for
-//! HTTP/1.1, weir's own multiplexing pool (`h2.rs`) for HTTP/2.
+//! from the upstream's protocol settings: weir's keep-alive pool
+//! (`http1.rs`) for HTTP/1.1, its multiplexing pool (`h2.rs`) for HTTP/2.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::Scheme;
 use http::{Request, Response, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::UpstreamBody;
 use super::connector::{Connector, Origination};
@@ -21,9 +19,11 @@ use crate::tls::client::ClientTls;
 mod body;
 mod error;
 mod h2;
+mod http1;
 pub use body::BackendBody;
 pub use error::SendError;
 pub use h2::H2Stats;
+pub use http1::H1Stats;
 
 /// The protocol weir speaks to an upstream's backends.
 pub use crate::config::UpstreamProtocol as Protocol;
@@ -43,12 +43,10 @@ impl Protocol {
     }
 }
 
-/// The connections of one upstream. One per upstream, kept in place:
-/// boxing the larger variant would add a pointer hop to every request.
+/// The connections of one upstream.
 #[derive(Clone)]
-#[allow(clippy::large_enum_variant)]
 enum Pool {
-    Http1(Client<Connector, UpstreamBody>),
+    Http1(Arc<http1::H1Pool>),
     H2(Arc<h2::H2Pool>),
 }
 
@@ -140,13 +138,11 @@ impl UpstreamClient {
             );
             Pool::H2(Arc::new(h2))
         } else {
-            let client = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(settings.idle_timeout)
-                .pool_max_idle_per_host(settings.max_idle_per_backend)
-                .pool_timer(TokioTimer::new())
-                .set_host(false)
-                .build(connector);
-            Pool::Http1(client)
+            Pool::Http1(Arc::new(http1::H1Pool::new(
+                connector,
+                settings.max_idle_per_backend,
+                settings.idle_timeout,
+            )))
         };
         UpstreamClient {
             pool,
@@ -187,6 +183,14 @@ impl UpstreamClient {
         }
     }
 
+    /// The HTTP/1.1 pool's connections and counts; none for HTTP/2.
+    pub fn h1_stats(&self) -> Option<H1Stats> {
+        match &self.pool {
+            Pool::Http1(pool) => Some(pool.stats()),
+            Pool::H2(_) => None,
+        }
+    }
+
     /// TLS to the backends, for health checks; none for plain HTTP.
     pub fn origination(&self) -> Option<&Arc<Origination>> {
         self.tls.as_ref()
@@ -208,11 +212,7 @@ impl UpstreamClient {
         request: Request<UpstreamBody>,
     ) -> Result<Response<BackendBody>, SendError> {
         let sent = match &self.pool {
-            Pool::Http1(client) => client
-                .request(request)
-                .await
-                .map(|response| response.map(BackendBody::http1))
-                .map_err(SendError::from),
+            Pool::Http1(pool) => pool.send(addr, request).await,
             Pool::H2(pool) => pool.send(addr, request).await,
         };
         sent.inspect_err(|error| {

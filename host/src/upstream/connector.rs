@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -151,16 +151,6 @@ impl BackendStream {
         match self {
             BackendStream::Plain(_) => None,
             BackendStream::Tls(tls) => tls.inner().get_ref().1.alpn_protocol(),
-        }
-    }
-}
-
-impl Connection for BackendStream {
-    fn connected(&self) -> Connected {
-        // Only the HTTP/1.1 pool asks: HTTP/2 has its own (`client/h2.rs`).
-        match self {
-            BackendStream::Plain(tcp) => tcp.connected(),
-            BackendStream::Tls(tls) => tls.inner().get_ref().0.connected(),
         }
     }
 }

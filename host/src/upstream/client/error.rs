@@ -60,13 +60,6 @@ fn unless_told(reason: &TlsFailure, source: &Cause) -> String {
     }
 }
 
-impl From<hyper_util::client::legacy::Error> for SendError {
-    fn from(error: hyper_util::client::legacy::Error) -> SendError {
-        let connect = error.is_connect();
-        SendError::classify(Box::new(error), connect)
-    }
-}
-
 impl From<super::super::ConnectError> for SendError {
     fn from(error: super::super::ConnectError) -> SendError {
         SendError::classify(Box::new(error), true)
