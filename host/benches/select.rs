@@ -26,6 +26,12 @@
 //!   header, add a request id) and `rate-limit` (a generous bucket: one
 //!   shared-cell read and compare-and-swap per call).
 //!
+//! - `instances/NAME`: making one more ready instance of `round-robin`,
+//!   `p2c-ewma` and `pass-filter` (`BalancerPool::new` or `FilterPool::new`:
+//!   instantiate and `init`). Before it, the resident memory each instance
+//!   adds is printed (`RSS per instance`): 200 pools of one instance each
+//!   made and kept, `VmRSS` read before and after.
+//!
 //! Run: `taskset -c 1 cargo bench -p weir --bench select` (after
 //! `cargo xtask plugins`; the plugin directory is `$WEIR_PLUGIN_DIR`, else
 //! `$CARGO_TARGET_DIR/plugins`, else `target/plugins`).
@@ -39,7 +45,9 @@ use std::time::Duration;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, Uri, header};
 use weir::backend::BackendSet;
-use weir::plugin::{FilterDecision, PluginLimits, PluginRuntime};
+use weir::plugin::{
+    BalancerPool, FilterDecision, FilterPool, PluginLimits, PluginRuntime, PluginStore,
+};
 use weir::policy::ChosenBy;
 use weir::snapshot::Snapshot;
 use weir::upstream::{Choice, Upstream};
@@ -315,12 +323,75 @@ fn filters(c: &mut Criterion) {
     group.finish();
 }
 
+/// The process's resident set, in KiB, from `/proc/self/status`.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// One ready instance of a balancer or filter, in a pool of its own.
+enum AnyPool {
+    Balancer(BalancerPool),
+    Filter(FilterPool),
+}
+
+impl AnyPool {
+    /// Failed calls so far: none, or the instance is not the ready one
+    /// measured.
+    fn failures(&self) -> u64 {
+        match self {
+            AnyPool::Balancer(pool) => pool.failures(),
+            AnyPool::Filter(pool) => pool.failures(),
+        }
+    }
+}
+
+fn new_pool(plugin: &Arc<weir::plugin::LoadedPlugin>) -> AnyPool {
+    let made = if plugin.world() == "balancer" {
+        BalancerPool::new(plugin.clone(), "web", "{}".into()).map(AnyPool::Balancer)
+    } else {
+        FilterPool::new(plugin.clone(), "route 1 filter 1", "{}".into()).map(AnyPool::Filter)
+    };
+    made.unwrap_or_else(|e| panic!("{}: {e}", plugin.name()))
+}
+
+/// `instances/NAME`, after printing the resident memory each adds.
+fn instances(c: &mut Criterion) {
+    const KEPT: usize = 200;
+    let mut group = c.benchmark_group("instances");
+    for name in ["round-robin", "p2c-ewma", "pass-filter"] {
+        // The default limits: room for 1,000 instances, 200 of them kept.
+        let limits = PluginLimits::from_config(&weir::config::PluginsConfig::default());
+        let runtime = PluginRuntime::new(limits).expect("plugin runtime");
+        let store = PluginStore::new(runtime.clone());
+        let plugin = store.load(&plugin_dir(), name).expect("plugin");
+        // The first instance pays one-off costs (the code's pages).
+        let first = new_pool(&plugin);
+        let before = rss_kib();
+        let kept: Vec<AnyPool> = (0..KEPT).map(|_| new_pool(&plugin)).collect();
+        let after = rss_kib();
+        assert!(kept.iter().all(|pool| pool.failures() == 0));
+        println!(
+            "RSS per instance of {name}: {:.1} KiB ({KEPT} instances: {before} -> {after} KiB)",
+            (after.saturating_sub(before)) as f64 / KEPT as f64
+        );
+        drop(kept);
+        drop(first);
+        group.bench_function(name, |b| b.iter(|| new_pool(&plugin)));
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(50);
-    targets = select, policies, filters
+    targets = select, policies, filters, instances
 }
 criterion_main!(benches);

@@ -155,9 +155,7 @@ impl FilterPool {
             let mut instance = self.checkout()?;
             let placeholder = request.placeholder();
             instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
-            instance
-                .store
-                .set_epoch_deadline(self.plugin.limits.deadline_ticks());
+            (self.plugin).arm(&mut instance.store, self.plugin.limits.deadline_ticks());
             let api = instance.bindings.weir_plugin_http_filter();
             let outcome = contain(|| f(api, &mut instance.store));
             if let Some(view) = instance.store.data_mut().request.take() {
@@ -197,7 +195,7 @@ impl FilterPool {
         let failed = |function| InitError::wasm(function, limits.init_timeout());
         let mut store = self.plugin.new_store(self.owner.clone());
         let bindings = contain(|| pre.instantiate(&mut store)).map_err(failed("instantiate"))?;
-        store.set_epoch_deadline(limits.init_deadline_ticks());
+        self.plugin.arm(&mut store, limits.init_deadline_ticks());
         let hooks = contain(|| {
             bindings
                 .weir_plugin_http_filter()

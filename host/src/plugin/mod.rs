@@ -33,6 +33,7 @@ mod pool;
 pub mod quarantine;
 mod refusals;
 mod store;
+mod ticker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,7 +52,6 @@ pub use error::{CallError, InitError, PluginError, WasmError};
 pub use filter_pool::FilterPool;
 pub use host::RequestView;
 pub use journal::MAX_CALL_WRITES;
-use limits::EPOCH_TICK;
 pub use limits::PluginLimits;
 pub use log_limit::{
     BURST_SECONDS, DEFAULT_LINES_PER_SECOND, LogLimiter, MAX_LINES_PER_SECOND, MAX_MESSAGE_BYTES,
@@ -64,6 +64,7 @@ pub use store::PluginStore;
 
 use bindings::{BalancerBindings, BalancerPre, FilterPre};
 use host::HostState;
+use ticker::Ticker;
 
 /// The largest plugin file weir reads. Components from the heaviest
 /// toolchains (a JavaScript engine inside) are around 12 MB; anything past
@@ -97,6 +98,7 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: PluginLimits,
+    ticker: Arc<Ticker>,
     /// Shared cells, counters and log limit of each plugin, by name.
     state: std::sync::Mutex<std::collections::BTreeMap<String, PluginState>>,
 }
@@ -189,22 +191,16 @@ impl PluginRuntime {
         )
         .map_err(linking.clone())?;
 
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("weir-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })
+        // Kept awake for the longest deadline after the last call started.
+        let keep = limits.init_deadline_ticks() + 1;
+        let ticker = Ticker::start(engine.weak(), limits.epoch_tick(), keep)
             .map_err(|e| PluginError::runtime("cannot start the epoch ticker", e))?;
 
         Ok(Arc::new(PluginRuntime {
             engine,
             linker,
             limits,
+            ticker,
             state: Default::default(),
         }))
     }
@@ -252,6 +248,17 @@ impl PluginRuntime {
     /// The limits every call and instance runs under.
     pub fn limits(&self) -> PluginLimits {
         self.limits
+    }
+
+    /// Epoch ticks so far: the ticker's wake-ups while plugins are called.
+    pub fn epoch_ticks(&self) -> u64 {
+        self.ticker.ticks()
+    }
+
+    /// Whether the epoch ticker is parked, no plugin having been called for
+    /// longer than the longest deadline.
+    pub fn ticker_parked(&self) -> bool {
+        self.ticker.is_parked()
     }
 
     /// Compiles and pre-instantiates a component already in memory; `path`
@@ -307,6 +314,7 @@ impl PluginRuntime {
             pre,
             engine: self.engine.clone(),
             limits: self.limits,
+            ticker: self.ticker.clone(),
             state: self.plugin_state(name),
         }))
     }
@@ -321,6 +329,7 @@ pub struct LoadedPlugin {
     pre: Kind,
     engine: Engine,
     limits: PluginLimits,
+    ticker: Arc<Ticker>,
     state: PluginState,
 }
 
@@ -378,8 +387,16 @@ impl LoadedPlugin {
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.limits.init_deadline_ticks());
+        self.arm(&mut store, self.limits.init_deadline_ticks());
         store
+    }
+
+    /// Sets `store` to trap `ticks` epoch ticks from now, and makes sure
+    /// the ticker is ticking: every call into a plugin goes through here.
+    #[inline]
+    fn arm(&self, store: &mut wasmtime::Store<HostState>, ticks: u64) {
+        self.ticker.wake();
+        store.set_epoch_deadline(ticks);
     }
 }
 

@@ -146,9 +146,7 @@ impl BalancerPool {
             // (10,000 backends take several milliseconds to copy in).
             let list = wit_backends(backends);
             let limits = self.plugin.limits;
-            instance
-                .store
-                .set_epoch_deadline(limits.init_deadline_ticks());
+            (self.plugin).arm(&mut instance.store, limits.init_deadline_ticks());
             contain(|| policy.call_set_backends(&mut instance.store, &list))
                 .map_err(|e| CallError::wasm(e, "set-backends", limits.init_timeout()))?;
             instance.store.data_mut().backends = Some(backends.clone());
@@ -157,7 +155,7 @@ impl BalancerPool {
 
         let placeholder = request.placeholder();
         instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
-        instance.store.set_epoch_deadline(ticks);
+        self.plugin.arm(&mut instance.store, ticks);
         let outcome = contain(|| policy.call_select(&mut instance.store, Resource::new_borrow(0)));
         let state = instance.store.data_mut();
         if let Some(view) = state.request.take() {
@@ -204,7 +202,7 @@ impl BalancerPool {
         let failed = |function| InitError::wasm(function, limits.init_timeout());
         let mut store = self.plugin.new_store(self.upstream.clone());
         let bindings = contain(|| pre.instantiate(&mut store)).map_err(failed("instantiate"))?;
-        store.set_epoch_deadline(limits.init_deadline_ticks());
+        self.plugin.arm(&mut store, limits.init_deadline_ticks());
         contain(|| {
             bindings
                 .weir_plugin_policy()
