@@ -7,7 +7,8 @@
 #
 # Usage: bench/idle.sh [N [ROUNDS]]   (default 8000 connections, 3 rounds)
 #   env WEIR_A   an older weir binary to measure too (e.g. main's)
-#   env CARGO_TARGET_DIR (default target/): this build is its release/weir
+#   env WEIR_B   this build's binary (default: built, $CARGO_TARGET_DIR/release/weir)
+#   env CARGO_TARGET_DIR (default target/)
 # Checks that what it measures happened: every connection got its 200, and
 # this build reports all N connections hibernated
 # (weir_client_connections_hibernated) before its RSS is read. An older
@@ -19,8 +20,8 @@ cd "$(dirname "$0")/.."
 N=${1:-8000}; ROUNDS=${2:-3}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 [ "$(ulimit -n)" -gt $((N + 100)) ] || { echo "ulimit -n $(ulimit -n) is too low for $N" >&2; exit 2; }
-cargo build --release -p weir --bin weir >&2
-WEIR=$CARGO_TARGET_DIR/release/weir
+if [ -z "${WEIR_B:-}" ]; then cargo build --release -p weir --bin weir >&2; fi
+WEIR=${WEIR_B:-$CARGO_TARGET_DIR/release/weir}
 bench_workdir idle
 
 cat > "$W/backend.conf" <<CONF

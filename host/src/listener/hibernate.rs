@@ -26,9 +26,11 @@ use super::{Refusal, Watch};
 /// How long an HTTP/1.1 connection idles before it hibernates: long
 /// against the gaps between a busy client's requests (microseconds on a
 /// keep-alive connection under load), so a busy connection never pays
-/// the teardown, short against keep-alive timeouts (nginx 75 s, weir's
-/// default 60 s).
-pub(super) const HIBERNATE_AFTER: Duration = Duration::from_secs(1);
+/// the teardown; short, so that a burst of new connections does not pile
+/// up their buffers before the first of them sleeps (nginx and HAProxy
+/// free an idle connection's buffers at once). The connection's clock
+/// re-arms its timer at every idle spell anyway: this only moves it.
+pub(super) const HIBERNATE_AFTER: Duration = Duration::from_millis(50);
 
 /// Connections hibernated now, and hibernations ever.
 static ASLEEP: AtomicU64 = AtomicU64::new(0);
@@ -91,5 +93,18 @@ pub(super) async fn sleep(
             false
         }
         _ = shutdown.changed() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_hibernated_connection_holds_beside_its_task_is_small() {
+        let stream = std::mem::size_of::<Watched<TcpStream>>();
+        let framing = std::mem::size_of::<super::super::framing::Framing>();
+        println!("a hibernated stream: {stream} bytes, its framing {framing}");
+        assert!(stream <= 128, "{stream} bytes");
     }
 }
