@@ -293,7 +293,10 @@ async fn serve_http<S, IO>(
         if !stream.take_hibernated() {
             return; // the client closed it
         }
-        stream.unread(&parts.read_buf);
+        // Empty, but it shares hyper's 8 KiB read buffer: not kept.
+        let unused = parts.read_buf;
+        stream.unread(&unused);
+        drop(unused);
         service = parts.service;
         let Some(socket) = hibernate::socket(&stream) else {
             continue;
