@@ -105,6 +105,7 @@ impl Admin {
                     plugin_log_dropped: self.reloader.store().runtime().log_dropped(),
                     log_dropped: crate::logging::dropped_lines(),
                     requests_refused: self.refused.by_reason(),
+                    hibernated: crate::listener::hibernation_counts(),
                     handshakes: self
                         .handshakes
                         .iter()

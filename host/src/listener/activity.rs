@@ -16,15 +16,16 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::framing::NOT_CALLED;
 use crate::proxy::ProxyBody;
 
 /// Requests a connection must have seen before its premature resets can
@@ -59,6 +60,8 @@ pub(crate) enum Expiry {
     Header,
     /// The connection was idle too long.
     Idle,
+    /// The connection has been idle long enough to hibernate.
+    Hibernate,
 }
 
 /// One connection's activity, shared by its stream, its requests and the
@@ -69,6 +72,12 @@ pub(crate) struct Activity {
     /// Woken when the phase changes (the deadline moves) or a flood is
     /// seen.
     changed: Notify,
+    /// The body framing the service's last call saw (see
+    /// [`super::framing`]), until the stream takes it.
+    called: AtomicU64,
+    /// The stream is asked to end hyper's connection at its next read, if
+    /// it is still between requests then.
+    hibernate: AtomicBool,
 }
 
 impl Activity {
@@ -81,6 +90,8 @@ impl Activity {
                 abandoned: 0,
             }),
             changed: Notify::new(),
+            called: AtomicU64::new(NOT_CALLED),
+            hibernate: AtomicBool::new(false),
         })
     }
 
@@ -94,7 +105,7 @@ impl Activity {
     }
 
     /// Bytes arrived: an idle connection now owes a head.
-    fn received(&self) {
+    pub(super) fn received(&self) {
         self.update(|state| {
             if let Phase::Idle(_) = state.phase {
                 state.phase = Phase::Head(Instant::now());
@@ -102,8 +113,11 @@ impl Activity {
         });
     }
 
-    /// A request began; the guard ends it when dropped.
-    pub(crate) fn begin(self: &Arc<Self>) -> RequestGuard {
+    /// A request began, its body framed as `framing` says (see
+    /// [`super::framing::body_framing`]); the guard ends it when dropped.
+    pub(crate) fn begin(self: &Arc<Self>, framing: u64) -> RequestGuard {
+        self.called.store(framing, Ordering::Relaxed);
+        self.hibernate.store(false, Ordering::Relaxed);
         self.update(|state| {
             state.started += 1;
             state.phase = match state.phase {
@@ -138,29 +152,68 @@ impl Activity {
         state.started >= FLOOD_MIN_REQUESTS && state.abandoned * 2 >= state.started
     }
 
-    /// When the clock fires next and for what; none while busy.
-    fn deadline(&self, header: Duration, idle: Duration) -> Option<(Instant, Expiry)> {
+    /// What the service's call since the stream last asked said about the
+    /// body ([`NOT_CALLED`] if it was not called).
+    pub(super) fn take_called(&self) -> u64 {
+        self.called.swap(NOT_CALLED, Ordering::Relaxed)
+    }
+
+    /// Whether no request is open and nothing arrived since the last ended.
+    pub(super) fn is_idle(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(state.phase, Phase::Idle(_))
+    }
+
+    /// Asks the stream to end hyper's connection at its next read, if it
+    /// is between requests then (a request's beginning withdraws it), or
+    /// withdraws the ask.
+    pub(super) fn ask_to_hibernate(&self, ask: bool) {
+        self.hibernate.store(ask, Ordering::Relaxed);
+    }
+
+    /// Whether hibernation is asked for.
+    pub(super) fn hibernation_asked(&self) -> bool {
+        self.hibernate.load(Ordering::Relaxed)
+    }
+
+    /// The idle spell the clock is in, if it is in one.
+    pub(super) fn idle_since(&self) -> Option<Instant> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match state.phase {
-            Phase::Head(since) => Some((since + header, Expiry::Header)),
-            Phase::Idle(since) => Some((since + idle, Expiry::Idle)),
+            Phase::Idle(since) => Some(since),
+            _ => None,
+        }
+    }
+
+    /// When the clock fires next and for what; none while busy.
+    fn deadline(&self, clock: Clock) -> Option<(Instant, Expiry)> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.phase {
+            Phase::Head(since) => Some((since + clock.header, Expiry::Header)),
+            Phase::Idle(since) => match clock.hibernate {
+                Some(after) if clock.tried != Some(since) && after < clock.idle => {
+                    Some((since + after, Expiry::Hibernate))
+                }
+                _ => Some((since + clock.idle, Expiry::Idle)),
+            },
             Phase::Busy(_) => None,
         }
     }
 
     /// Waits until the connection's clock fires (the head or idle timeout
-    /// passed in its phase), or until a flood is seen (`None`).
-    pub(crate) async fn expired(&self, header: Duration, idle: Duration) -> Option<Expiry> {
+    /// passed in its phase, or the idle spell is long enough to
+    /// hibernate), or until a flood is seen (`None`).
+    pub(crate) async fn expired(&self, clock: Clock) -> Option<Expiry> {
         loop {
             if self.flooding() {
                 return None;
             }
-            match self.deadline(header, idle) {
+            match self.deadline(clock) {
                 Some((deadline, expiry)) => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(deadline) => {
                             // The phase may have moved on while we slept.
-                            if self.deadline(header, idle) == Some((deadline, expiry)) {
+                            if self.deadline(clock) == Some((deadline, expiry)) {
                                 return Some(expiry);
                             }
                         }
@@ -171,6 +224,21 @@ impl Activity {
             }
         }
     }
+}
+
+/// A connection's timeouts, for [`Activity::expired`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock {
+    /// How long an owed head may take.
+    pub(crate) header: Duration,
+    /// How long the connection may idle.
+    pub(crate) idle: Duration,
+    /// How long an idle spell lasts before the connection hibernates;
+    /// none if it never does.
+    pub(crate) hibernate: Option<Duration>,
+    /// The idle spell (by its start) hibernation was tried in: not again
+    /// in it.
+    pub(crate) tried: Option<Instant>,
 }
 
 /// One request on a connection, open until dropped: on the service's
@@ -229,97 +297,58 @@ impl Body for GuardedBody {
     }
 }
 
-/// A client stream that tells its connection's [`Activity`] when bytes
-/// arrive, and holds its listener slot (`max_connections`) for as long as
-/// it lives: through HTTP, then through a tunnel if it is upgraded.
-pub(crate) struct Watched<IO> {
-    inner: IO,
-    activity: Arc<Activity>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl<IO> Watched<IO> {
-    /// `inner`, watched for `activity`, holding `slot`.
-    pub(crate) fn new(
-        inner: IO,
-        activity: Arc<Activity>,
-        slot: tokio::sync::OwnedSemaphorePermit,
-    ) -> Watched<IO> {
-        Watched {
-            inner,
-            activity,
-            _slot: slot,
-        }
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.received();
-        }
-        poll
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const HEAD: Duration = Duration::from_secs(30);
     const IDLE: Duration = Duration::from_secs(60);
+    const CLOCK: Clock = Clock {
+        header: HEAD,
+        idle: IDLE,
+        hibernate: None,
+        tried: None,
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_spell_hibernates_once_then_times_out() {
+        let activity = Activity::new();
+        drop(activity.begin(0).answered(crate::proxy::full("")));
+        let since = activity.idle_since().expect("idle");
+        let spell = Duration::from_secs(1);
+        let clock = Clock {
+            hibernate: Some(spell),
+            ..CLOCK
+        };
+        assert_eq!(activity.expired(clock).await, Some(Expiry::Hibernate));
+        assert_eq!(since.elapsed(), spell);
+        let tried = Clock {
+            tried: Some(since),
+            ..clock
+        };
+        assert_eq!(activity.expired(tried).await, Some(Expiry::Idle));
+        assert_eq!(since.elapsed(), IDLE);
+        activity.ask_to_hibernate(true);
+        assert!(activity.hibernation_asked());
+        drop(activity.begin(0));
+        assert!(!activity.hibernation_asked(), "a request withdraws the ask");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_new_connection_owes_its_head_within_the_header_timeout() {
         let activity = Activity::new();
         let started = Instant::now();
-        assert_eq!(activity.expired(HEAD, IDLE).await, Some(Expiry::Header));
+        assert_eq!(activity.expired(CLOCK).await, Some(Expiry::Header));
         assert_eq!(started.elapsed(), HEAD);
     }
 
     #[tokio::test(start_paused = true)]
     async fn idle_between_requests_then_a_head_owed_from_the_first_byte() {
         let activity = Activity::new();
-        let request = activity.begin();
+        let request = activity.begin(0);
         let clock = {
             let activity = activity.clone();
-            tokio::spawn(async move { activity.expired(HEAD, IDLE).await })
+            tokio::spawn(async move { activity.expired(CLOCK).await })
         };
         // Busy for longer than both timeouts: no clock runs.
         tokio::time::sleep(IDLE * 2).await;
@@ -330,11 +359,11 @@ mod tests {
         assert_eq!(idle_from.elapsed(), IDLE);
         // A byte after idling starts the head clock, from that byte.
         let activity = Activity::new();
-        drop(activity.begin().answered(crate::proxy::full("")));
+        drop(activity.begin(0).answered(crate::proxy::full("")));
         tokio::time::sleep(IDLE / 2).await;
         activity.received();
         let owed_from = Instant::now();
-        assert_eq!(activity.expired(HEAD, IDLE).await, Some(Expiry::Header));
+        assert_eq!(activity.expired(CLOCK).await, Some(Expiry::Header));
         assert_eq!(owed_from.elapsed(), HEAD);
     }
 
@@ -342,14 +371,14 @@ mod tests {
     async fn abandoned_requests_are_a_flood_past_the_threshold_and_half() {
         let activity = Activity::new();
         for _ in 0..FLOOD_MIN_REQUESTS / 2 {
-            drop(activity.begin().answered(crate::proxy::full("")));
+            drop(activity.begin(0).answered(crate::proxy::full("")));
         }
         for _ in 0..FLOOD_MIN_REQUESTS / 2 - 1 {
-            drop(activity.begin());
+            drop(activity.begin(0));
         }
         assert!(!activity.flooding(), "under the threshold");
-        drop(activity.begin());
+        drop(activity.begin(0));
         assert!(activity.flooding());
-        assert_eq!(activity.expired(HEAD, IDLE).await, None);
+        assert_eq!(activity.expired(CLOCK).await, None);
     }
 }

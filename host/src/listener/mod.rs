@@ -7,19 +7,23 @@ mod acceptor;
 mod activity;
 mod bind;
 mod close;
+mod drive;
+mod framing;
+mod hibernate;
 mod serving;
+mod sniff;
 mod tls;
+mod watched;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -27,13 +31,16 @@ use tokio::task::JoinSet;
 
 pub use acceptor::{Acceptor, PlainTcp};
 pub use bind::{BindError, Bound, bind, bind_copies};
+pub use hibernate::hibernation_counts;
 pub use tls::{HandshakeFailure, HandshakeStats, TlsAcceptor};
 
 use crate::config::FrontLimits;
 use crate::connection::{ConnectionInfo, Protocols};
 use crate::proxy::{ProxyBody, Refusal, RefusedRequests};
-use activity::{Activity, Expiry, Watched};
-use close::{EveryFewSeconds, refusal_of};
+use activity::{Activity, Clock};
+use close::EveryFewSeconds;
+use serving::Builders;
+use watched::Watched;
 
 /// HTTP/2 streams a client may reset before weir accepts them, before the
 /// connection is closed with GOAWAY (h2's default, its CVE-2023-44487 fix).
@@ -188,7 +195,7 @@ async fn connection<A, H, F>(
     let handler = serve.handler.clone();
     let requests = activity.clone();
     let service = service_fn(move |request| {
-        let request_open = requests.begin();
+        let request_open = requests.begin(framing::body_framing(&request));
         let answer = handler(request, info.clone());
         async move {
             let response = answer.await;
@@ -225,9 +232,11 @@ impl Watch<'_> {
 }
 
 /// Serves HTTP on `stream` until it closes, its clock or flood check
-/// closes it, or `shutdown` fires.
+/// closes it, or `shutdown` fires. A plain-HTTP client's protocol is
+/// sniffed from its first bytes; an HTTP/1.1 connection over plain TCP
+/// hibernates between requests (see [`hibernate`]).
 async fn serve_http<S, IO>(
-    stream: IO,
+    mut stream: Watched<IO>,
     service: S,
     protocols: Protocols,
     watch: Watch<'_>,
@@ -243,61 +252,59 @@ async fn serve_http<S, IO>(
     S::Future: Send + 'static,
 {
     let limits = watch.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // The connection's own clock times heads and idle spells.
-        .header_read_timeout(None)
-        // hyper answers a head over the buffer with 431 (414 for the line).
-        .max_buf_size(limits.max_head_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(limits.max_head_bytes as u32)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
-    if protocols == Protocols::Http2 {
-        builder = builder.http2_only();
-    }
-    // An HTTP/1.1 connection that switches protocols ends here; its stream
-    // lives on in the proxy's tunnel, without this clock: tunnels keep
-    // their own idle timeout.
-    let max_buf = limits.max_head_bytes.max(8192);
-    let mut connection = serving::serve(&builder, max_buf, stream, service, protocols);
-    let client = watch.client;
-    let clock = watch
-        .activity
-        .expired(limits.header_read_timeout, limits.idle_timeout);
-    let ended = tokio::select! {
-        result = connection.as_mut() => Some(result),
-        expired = clock => {
-            let refusal = match expired {
-                Some(Expiry::Header) => Refusal::HeaderTimeout,
-                Some(Expiry::Idle) => Refusal::IdleTimeout,
-                None => Refusal::H2Flood,
-            };
-            watch.count(refusal);
-            tracing::debug!(%client, "closing the connection: {}", refusal.why());
-            if refusal == Refusal::HeaderTimeout {
-                // Mid-head: nothing to finish, nothing to answer.
-                return;
-            }
-            // A GOAWAY (HTTP/2), or a close of the idle HTTP/1.1 connection.
-            connection.as_mut().graceful_shutdown();
-            tokio::time::timeout(CLOSE_GRACE, connection.as_mut()).await.ok()
-        }
-        _ = shutdown.changed() => {
-            connection.as_mut().graceful_shutdown();
-            Some(connection.await)
-        }
+    let mut clock = Clock {
+        header: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+        hibernate: None,
+        tried: None,
     };
-    if let Some(Err(error)) = ended {
-        if let Some(refusal) = refusal_of(&*error) {
-            watch.count(refusal);
+    let protocols = match protocols {
+        Protocols::Auto => match sniff::protocol(&mut stream, &watch, &mut shutdown, clock).await {
+            Some(protocols) => protocols,
+            None => return,
+        },
+        protocols => protocols,
+    };
+    if protocols == Protocols::Http2 {
+        let mut connection = Builders::with(&limits, |b| b.http2(stream, service));
+        let ended = drive::drive(Pin::new(&mut connection), &watch, &mut shutdown, &mut clock);
+        drive::ended(ended.await, &watch);
+        return;
+    }
+    let hibernates = hibernate::socket(&stream).is_some();
+    if hibernates {
+        stream.frame();
+        clock.hibernate = Some(hibernate::HIBERNATE_AFTER);
+    }
+    let mut service = service;
+    loop {
+        let mut connection = Builders::with(&limits, |b| b.http1(stream, service));
+        let ended =
+            drive::drive(Pin::new(&mut connection), &watch, &mut shutdown, &mut clock).await;
+        if !hibernates || !matches!(ended, Some(Ok(()))) {
+            return drive::ended(ended, &watch);
         }
-        tracing::debug!(%client, error = %error, "client connection ended with an error");
+        // An HTTP/1.1 connection that switches protocols ends here; its
+        // stream lives on in the proxy's tunnel, without this clock:
+        // tunnels keep their own idle timeout.
+        let Some(parts) = connection.into_parts() else {
+            return;
+        };
+        stream = parts.io.into_inner();
+        if !stream.take_hibernated() {
+            return; // the client closed it
+        }
+        // Empty, but it shares hyper's 8 KiB read buffer: not kept.
+        let unused = parts.read_buf;
+        stream.unread(&unused);
+        drop(unused);
+        service = parts.service;
+        let Some(socket) = hibernate::socket(&stream) else {
+            continue;
+        };
+        if !hibernate::sleep(socket, &watch, &mut shutdown, clock).await {
+            return;
+        }
     }
 }
 

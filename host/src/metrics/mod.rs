@@ -40,6 +40,8 @@ pub struct ProcessCounters {
     pub requests_refused: Vec<(&'static str, u64)>,
     /// TLS handshakes of each TLS listener.
     pub handshakes: Vec<Handshakes>,
+    /// Client connections hibernated now, and hibernations since start.
+    pub hibernated: (u64, u64),
 }
 
 /// The content type of [`render`]'s output.
@@ -396,6 +398,18 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
             "counter",
             "weir's own log lines dropped because stderr fell behind.",
             process.log_dropped,
+        ),
+        (
+            "weir_client_connections_hibernated",
+            "gauge",
+            "Idle HTTP/1.1 client connections held as their socket alone, hyper's buffers freed.",
+            process.hibernated.0,
+        ),
+        (
+            "weir_client_hibernations_total",
+            "counter",
+            "Times an idle HTTP/1.1 client connection hibernated.",
+            process.hibernated.1,
         ),
     ] {
         header(&mut out, name, kind, help);

@@ -1,0 +1,110 @@
+//! Hibernation: an HTTP/1.1 client connection idle between requests is
+//! held as its socket alone, not as hyper's connection with its 8 KiB
+//! read and write buffers (hyper keeps both for a connection's life).
+//!
+//! After [`HIBERNATE_AFTER`] idle, the stream ([`Watched`]) answers
+//! hyper's next read with EOF if hyper provably holds nothing (see
+//! [`super::framing`]); hyper, idle with an empty buffer, ends the
+//! connection cleanly without writing anything, and weir takes back the
+//! stream and the service, waits for the socket to become readable, and
+//! serves it with a new hyper connection. The connection's clock runs on:
+//! a hibernated connection still closes at `idle_timeout`, and its first
+//! byte starts the head clock. Plain TCP only: a TLS stream's own buffers
+//! (rustls') stay, so a TLS connection is not hibernated, nor is HTTP/2.
+
+use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::activity::{Clock, Expiry};
+use super::watched::Watched;
+use super::{Refusal, Watch};
+
+/// How long an HTTP/1.1 connection idles before it hibernates: long
+/// against the gaps between a busy client's requests (microseconds on a
+/// keep-alive connection under load), so a busy connection never pays
+/// the teardown; short, so that a burst of new connections does not pile
+/// up their buffers before the first of them sleeps (nginx and HAProxy
+/// free an idle connection's buffers at once). The connection's clock
+/// re-arms its timer at every idle spell anyway: this only moves it.
+pub(super) const HIBERNATE_AFTER: Duration = Duration::from_millis(50);
+
+/// Connections hibernated now, and hibernations ever.
+static ASLEEP: AtomicU64 = AtomicU64::new(0);
+static HIBERNATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Client connections hibernated now, and hibernations since start, for
+/// `/metrics`.
+pub fn hibernation_counts() -> (u64, u64) {
+    (
+        ASLEEP.load(Ordering::Relaxed),
+        HIBERNATIONS.load(Ordering::Relaxed),
+    )
+}
+
+/// Counts one connection asleep for as long as it lives.
+struct Asleep;
+
+impl Asleep {
+    fn new() -> Asleep {
+        ASLEEP.fetch_add(1, Ordering::Relaxed);
+        HIBERNATIONS.fetch_add(1, Ordering::Relaxed);
+        Asleep
+    }
+}
+
+impl Drop for Asleep {
+    fn drop(&mut self) {
+        ASLEEP.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The TCP socket under `stream`, if it is one weir can wait on alone.
+pub(super) fn socket<IO: 'static>(stream: &Watched<IO>) -> Option<&TcpStream> {
+    (stream.get_ref() as &dyn Any).downcast_ref::<TcpStream>()
+}
+
+/// Holds a hibernated connection, its stream's `socket`, until its client
+/// sends something (or closes): true, serve it again; false if it is to
+/// be dropped instead (the idle timeout, shutdown).
+pub(super) async fn sleep(
+    socket: &TcpStream,
+    watch: &Watch<'_>,
+    shutdown: &mut watch::Receiver<bool>,
+    clock: Clock,
+) -> bool {
+    let _asleep = Asleep::new();
+    let clock = Clock {
+        hibernate: None,
+        ..clock
+    };
+    tokio::select! {
+        ready = socket.readable() => ready.is_ok(),
+        expired = watch.activity.expired(clock) => {
+            let refusal = match expired {
+                Some(Expiry::Header) => Refusal::HeaderTimeout,
+                _ => Refusal::IdleTimeout,
+            };
+            watch.count(refusal);
+            tracing::debug!(client = %watch.client, "closing the hibernated connection: {}", refusal.why());
+            false
+        }
+        _ = shutdown.changed() => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_hibernated_connection_holds_beside_its_task_is_small() {
+        let stream = std::mem::size_of::<Watched<TcpStream>>();
+        let framing = std::mem::size_of::<super::super::framing::Framing>();
+        println!("a hibernated stream: {stream} bytes, its framing {framing}");
+        assert!(stream <= 128, "{stream} bytes");
+    }
+}
