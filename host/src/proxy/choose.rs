@@ -72,16 +72,22 @@ pub(crate) fn prepare(
     // HTTP/2 names the host in `:authority`, from the URI (the connection
     // goes to the backend regardless); HTTP/1.1 in `Host`, the URI's
     // authority being the backend's.
-    let authority = match host.filter(|_| h2).map(Authority::try_from) {
-        Some(Ok(authority)) => authority,
-        _ => backend.authority.clone(),
+    // HTTP/1.1 sends the origin form, path and query only: the connection
+    // (plain or TLS) is the client's choice, so the URI carries nothing else.
+    parts.uri = if h2 {
+        let authority = match host.map(Authority::try_from) {
+            Some(Ok(authority)) => authority,
+            _ => backend.authority.clone(),
+        };
+        Uri::builder()
+            .scheme(client.scheme())
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(ProxyError::BadTarget)?
+    } else {
+        Uri::from(path_and_query)
     };
-    parts.uri = Uri::builder()
-        .scheme(client.scheme())
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(ProxyError::BadTarget)?;
     parts.version = client.version();
     let trailers = h2 && headers::accepts_trailers(&parts.headers);
     headers::remove_hop_by_hop(&mut parts.headers);
