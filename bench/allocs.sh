@@ -22,36 +22,17 @@ if [ -n "${1:-}" ]; then WEIR=$1; else
   cp "${CARGO_TARGET_DIR:-target}/release/weir" "$W/weir-system-allocator"
   WEIR=$W/weir-system-allocator
 fi
-N1=${N1:-2000}; N2=${N2:-6000}; C=${C:-4}
-cat > "$W/backend.conf" <<CONF
-daemon off; master_process off; worker_processes 1; pid $W/b.pid; error_log $W/b.err;
-events { worker_connections 1024; }
-http { access_log off; server { listen 127.0.0.1:18181; keepalive_requests 1000000;
-  location / { return 200 "hello from the backend\n"; } } }
-CONF
-cat > "$W/weir.toml" <<CONF
-[[listeners]]
-address = "127.0.0.1:18182"
-[plugins]
+N1=${N1:-2000}; N2=${N2:-6000}; export C=${C:-4}
+bench_backend 18181
 # Small, so the pooling allocator's reservation fits under valgrind.
+WEIR_EXTRA="[plugins]
 max_instances = 4
-memory_mib = 16
-[access_log]
-enabled = false
-[[routes]]
-upstream = "web"
-[upstreams.web]
-[[upstreams.web.backends]]
-address = "127.0.0.1:18181"
-CONF
-nginx -c "$W/backend.conf" -p "$W" & PIDS+=($!)
+memory_mib = 16" weir_config 18182 18181 > "$W/weir.toml"
 run() { # requests -> "blocks bytes" allocated over the whole run
   WEIR_LOG=warn valgrind --tool=dhat --dhat-out-file="$W/dhat.$1" "$WEIR" run --config "$W/weir.toml" 2>"$W/valgrind.$1" &
   local pid=$!
-  for _ in $(seq 600); do ss -Hltn "sport = :18182" | grep -q . && break; sleep 0.1; done
-  local out; out=$(h2load --h1 -n "$1" -c "$C" http://127.0.0.1:18182/ 2>&1)
-  local ok; ok=$(echo "$out" | awk '/^status codes:/ {print $3}')
-  [ "$ok" = "$1" ] || { echo "only ${ok:-0} of $1 requests got 2xx:" >&2; echo "$out" >&2; kill $pid; exit 1; }
+  wait_listen 18182
+  h2load_exactly "$1" http://127.0.0.1:18182/ || { kill $pid; exit 1; }
   kill -TERM $pid; wait $pid || true
   [ -n "${KEEP:-}" ] && cp "$W/dhat.$1" "$KEEP.$1"
   awk '/Total:/ {gsub(",", ""); print $(NF-1), $3}' "$W/valgrind.$1" | tail -1 | awk '{print $1, $2}'

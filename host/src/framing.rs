@@ -24,13 +24,28 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Whether `name` is one of [`HOP_BY_HOP`]: one match on its text (by
+/// length first), where comparing it with each listed name costs a
+/// comparison apiece. Every request and response head is scanned with it.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "upgrade"
+    )
+}
+
 /// Whether `name` is a header only weir may set, change or remove: message
 /// framing (`Content-Length`, `Transfer-Encoding`) and every hop-by-hop
 /// header. A plugin decision touching one is refused whole.
 pub fn is_weirs(name: &HeaderName) -> bool {
-    *name == header::CONTENT_LENGTH
-        || *name == header::TRANSFER_ENCODING
-        || HOP_BY_HOP.contains(name)
+    *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING || is_hop_by_hop(name)
 }
 
 /// The refusal a plugin gets for touching `name`, for its failure log line.
@@ -41,6 +56,29 @@ pub fn refusal(name: &HeaderName) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_match_is_the_list() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        let others = [
+            "host",
+            "content-length",
+            "transfer-encoding",
+            "t",
+            "tee",
+            "upgrades",
+            "x-te",
+        ];
+        for name in others.map(HeaderName::from_static) {
+            assert!(!is_hop_by_hop(&name), "{name}");
+        }
+        // Names are lower case once parsed, whatever the client wrote.
+        assert!(is_hop_by_hop(
+            &HeaderName::from_bytes(b"Keep-Alive").unwrap()
+        ));
+    }
 
     #[test]
     fn framing_and_hop_by_hop_are_weirs_and_others_are_not() {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::connection::ConnectionInfo;
-use crate::framing::HOP_BY_HOP;
+use crate::framing::{HOP_BY_HOP, is_hop_by_hop};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -14,7 +14,34 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 /// `Transfer-Encoding` goes too: hyper frames each side's body itself.
+///
+/// One pass over the head's names finds what there is to remove, so a head
+/// without hop-by-hop headers (most requests) costs no lookup, and one with
+/// only `Connection: keep-alive` (most responses) costs one removal
+/// instead of a lookup for every hop-by-hop name.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let mut connection = false;
+    let mut fixed = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if name == header::TRANSFER_ENCODING || is_hop_by_hop(name) {
+            fixed = true;
+        }
+    }
+    if connection {
+        remove_connection_named(headers);
+    }
+    if fixed {
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+        headers.remove(header::TRANSFER_ENCODING);
+    }
+}
+
+/// Removes the `Connection` headers and every header they name.
+fn remove_connection_named(headers: &mut HeaderMap) {
     // The values are cloned out (a reference count each, no copy) so the
     // names they list can be removed from the same map; a second
     // `Connection` header is rare enough to pay for a vector.
@@ -24,16 +51,19 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for value in first.iter().chain(&rest) {
         let Ok(value) = value.to_str() else { continue };
         for name in value.split(',').map(str::trim) {
-            // Looked up by its text: no `HeaderName` is made for it.
-            if !name.is_empty() {
+            // Looked up by its text (no `HeaderName` is made for it), and
+            // only when the head holds it: `keep-alive` names a header
+            // that is seldom there.
+            if !name.is_empty()
+                && headers
+                    .keys()
+                    .any(|k| k.as_str().eq_ignore_ascii_case(name))
+            {
                 headers.remove(name);
             }
         }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::CONNECTION);
 }
 
 /// Whether the client's `TE` says it accepts trailers (`TE: trailers`, as
@@ -83,12 +113,9 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, conn: &ConnectionInfo, host
 /// weir's list), or `client` alone; the address is written on the stack,
 /// so the value is the only allocation.
 fn forwarded_for(previous: Option<&str>, client: IpAddr) -> Option<HeaderValue> {
-    use std::io::Write;
     // An IPv6 address's longest text is 45 bytes.
     let mut text = [0u8; 48];
-    let mut rest = &mut text[..];
-    write!(rest, "{client}").ok()?;
-    let written = 48 - rest.len();
+    let written = write_ip(&mut text, client)?;
     let ip = &text[..written];
     match previous.filter(|p| !p.trim().is_empty()) {
         Some(previous) => {
@@ -99,6 +126,40 @@ fn forwarded_for(previous: Option<&str>, client: IpAddr) -> Option<HeaderValue> 
             HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
         }
         None => HeaderValue::from_bytes(ip).ok(),
+    }
+}
+
+/// Writes `ip` as text into `out`, returning its length: an IPv4 address
+/// digit by digit (most clients, and `fmt`'s machinery costs ~20 times as
+/// much), an IPv6 one through `Display`.
+fn write_ip(out: &mut [u8; 48], ip: IpAddr) -> Option<usize> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut at = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out[at] = b'.';
+                    at += 1;
+                }
+                if octet >= 100 {
+                    out[at] = b'0' + octet / 100;
+                    at += 1;
+                }
+                if octet >= 10 {
+                    out[at] = b'0' + octet / 10 % 10;
+                    at += 1;
+                }
+                out[at] = b'0' + octet % 10;
+                at += 1;
+            }
+            Some(at)
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut rest = &mut out[..];
+            write!(rest, "{v6}").ok()?;
+            Some(48 - rest.len())
+        }
     }
 }
 
@@ -120,6 +181,54 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        for name in HOP_BY_HOP.iter().chain([&header::TRANSFER_ENCODING]) {
+            let mut h = HeaderMap::new();
+            h.insert(name.clone(), "x".parse().unwrap());
+            h.insert("x-keep", "1".parse().unwrap());
+            remove_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+    }
+
+    #[test]
+    fn names_listed_in_any_case_and_in_every_connection_header_go() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "X-SECRET ,, close".parse().unwrap());
+        h.append(header::CONNECTION, "x-other".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("x-other", "1".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+        // A head without hop-by-hop headers is left as it was.
+        let mut plain = HeaderMap::new();
+        plain.insert(header::HOST, "a".parse().unwrap());
+        plain.insert(header::CONTENT_LENGTH, "3".parse().unwrap());
+        let before = plain.clone();
+        remove_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
+    }
+
+    #[test]
+    fn ip_text_is_what_display_writes() {
+        let mut out = [0u8; 48];
+        let v4 = (0..=255u8).flat_map(|a| [[a, 0, 9, 255], [10, a, 100, 1], [a, a, a, a]]);
+        let v4 = v4.map(IpAddr::from);
+        let v6 = [
+            "::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:1.2.3.4",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ];
+        for ip in v4.chain(v6.iter().map(|t| t.parse().unwrap())) {
+            let n = write_ip(&mut out, ip).unwrap();
+            assert_eq!(std::str::from_utf8(&out[..n]).unwrap(), ip.to_string());
+        }
     }
 
     #[test]

@@ -65,14 +65,18 @@ pub struct Shared {
 }
 
 /// Handles one client request on `conn` against the current snapshot.
+///
+/// The future is several kilobytes (every phase's state, the upstream
+/// send's included); a caller that hands it to hyper should box it once
+/// (see `server.rs`), so it is not copied whole at every hand-over.
 pub async fn handle(
-    shared: &Shared,
+    shared: Arc<Shared>,
     request: Request<Incoming>,
     conn: Arc<ConnectionInfo>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = request.into_parts();
-    let mut ctx = RequestCtx::new(shared, &parts, conn);
-    match proxy(shared, &mut ctx, &mut parts, body).await {
+    let mut ctx = RequestCtx::new(&shared, &parts, conn);
+    match proxy(&shared, &mut ctx, &mut parts, body).await {
         Ok(response) => response,
         Err(error) => error.answer(&mut ctx),
     }

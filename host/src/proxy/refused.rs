@@ -175,6 +175,7 @@ pub(crate) fn check_host(parts: &Parts) -> Result<(), Refusal> {
     match first {
         None if parts.version == Version::HTTP_11 => Err(Refusal::NoHost),
         None => Ok(()),
+        Some(value) if plain_host(value.as_bytes()) => Ok(()),
         Some(value) => match http::uri::Authority::try_from(value.as_bytes()) {
             // userinfo is not part of a Host value; a port is digits.
             Ok(authority)
@@ -187,6 +188,27 @@ pub(crate) fn check_host(parts: &Parts) -> Result<(), Refusal> {
             _ => Err(Refusal::BadHost),
         },
     }
+}
+
+/// Whether `host` is a name of letters, digits, dots and hyphens with
+/// perhaps a port of digits that fits in 16 bits: what almost every client
+/// sends, and valid without `Authority`'s parse (which copies the value
+/// first). Anything else takes that parse.
+fn plain_host(host: &[u8]) -> bool {
+    let (name, port) = match host.iter().position(|&b| b == b':') {
+        Some(colon) => (&host[..colon], Some(&host[colon + 1..])),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+    let port_ok = port.is_none_or(|port| {
+        (1..=5).contains(&port.len())
+            && port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port).is_ok_and(|p| p.parse::<u16>().is_ok())
+    });
+    name_ok && port_ok
 }
 
 #[cfg(test)]
@@ -221,6 +243,54 @@ mod tests {
         for bad in ["a b", "a/b", "user@a.example", "a.example:port", ""] {
             let parts = head(v11, "/", &[bad]);
             assert_eq!(check_host(&parts), Err(Refusal::BadHost), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_plain_host_shortcut_agrees_with_the_full_parse() {
+        let v11 = Version::HTTP_11;
+        let hosts = [
+            "a.example",
+            "a.example:8080",
+            "A-B.example:1",
+            "localhost:65535",
+            "localhost:65536",
+            "a:0",
+            "a:",
+            ":80",
+            "a::80",
+            "a:80:80",
+            "1.2.3.4",
+            "1.2.3.4:99999",
+            "a:+80",
+            "a:-1",
+            "a.example:00080",
+            "a.example:123456",
+            "a_b",
+            "a%20b",
+            "[::1]",
+            "[::1]:80",
+            "a@b",
+            "-",
+            ".",
+            "a..b",
+            "xn--bcher-kva.example",
+        ];
+        for host in hosts {
+            let full = match http::uri::Authority::try_from(host.as_bytes()) {
+                Ok(a) => {
+                    !a.as_str().contains('@') && (a.as_str() == a.host() || a.port_u16().is_some())
+                }
+                Err(_) => false,
+            };
+            let checked = check_host(&head(v11, "/", &[host])).is_ok();
+            assert_eq!(checked, full, "{host:?}");
+            if plain_host(host.as_bytes()) {
+                assert!(
+                    full,
+                    "the shortcut passed {host:?}, which the parse refuses"
+                );
+            }
         }
     }
 
