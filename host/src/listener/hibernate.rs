@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::activity::{Clock, Expiry};
+use super::clock::{Clock, Expiry};
 use super::watched::Watched;
 use super::{Refusal, Watch};
 

@@ -6,6 +6,7 @@
 mod acceptor;
 mod activity;
 mod bind;
+mod clock;
 mod close;
 mod drive;
 mod framing;
@@ -37,7 +38,8 @@ pub use tls::{HandshakeFailure, HandshakeStats, TlsAcceptor};
 use crate::config::FrontLimits;
 use crate::connection::{ConnectionInfo, Protocols};
 use crate::proxy::{ProxyBody, Refusal, RefusedRequests};
-use activity::{Activity, Clock};
+use activity::Activity;
+use clock::Clock;
 use close::EveryFewSeconds;
 use serving::Builders;
 use watched::Watched;
@@ -191,7 +193,7 @@ async fn connection<A, H, F>(
         info.protocols()
     };
     let info = Arc::new(info);
-    let activity = Activity::new();
+    let activity = Activity::new(Clock::new(&serve.limits).floor());
     let handler = serve.handler.clone();
     let requests = activity.clone();
     let service = service_fn(move |request| {
@@ -252,12 +254,7 @@ async fn serve_http<S, IO>(
     S::Future: Send + 'static,
 {
     let limits = watch.limits;
-    let mut clock = Clock {
-        header: limits.header_read_timeout,
-        idle: limits.idle_timeout,
-        hibernate: None,
-        tried: None,
-    };
+    let mut clock = Clock::new(&limits);
     let protocols = match protocols {
         Protocols::Auto => match sniff::protocol(&mut stream, &watch, &mut shutdown, clock).await {
             Some(protocols) => protocols,
