@@ -105,7 +105,9 @@ pub(crate) struct Activity {
 
 /// Nanoseconds in `span`, as the phase word holds times.
 pub(super) fn nanos(span: Duration) -> u64 {
-    u64::try_from(span.as_nanos()).unwrap_or(u64::MAX).min(VALUE)
+    u64::try_from(span.as_nanos())
+        .unwrap_or(u64::MAX)
+        .min(VALUE)
 }
 
 impl Activity {

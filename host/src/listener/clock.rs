@@ -152,6 +152,13 @@ impl Activity {
         }
     }
 
+    /// When the phase now expires under `clock` and for what; none while
+    /// busy.
+    pub(super) fn due(&self, clock: &Clock) -> Option<(Instant, Expiry)> {
+        let (at, expiry) = self.deadline(self.phase(), clock)?;
+        Some((self.instant(at), expiry))
+    }
+
     /// Waits until the connection's clock fires (the head or idle timeout
     /// passed in its phase, or the idle spell is long enough to
     /// hibernate), or until a flood is seen (`None`).

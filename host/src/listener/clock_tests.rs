@@ -123,7 +123,10 @@ async fn an_idle_spell_right_after_a_long_request_hibernates_on_time() {
         clock.await.unwrap(),
         (Some(Expiry::Hibernate), idle_from + HIBERNATE_AFTER)
     );
-    assert!(rings(&activity) >= 1, "the clock slept past the new deadline");
+    assert!(
+        rings(&activity) >= 1,
+        "the clock slept past the new deadline"
+    );
     // And, hibernation tried, the idle timeout from the same start.
     let tried = Clock {
         tried: activity.idle_since(),
