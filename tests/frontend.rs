@@ -134,6 +134,41 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     served(addr).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_longer_than_both_timeouts_keeps_its_connection_and_the_next_head_is_timed() {
+    // Busy for longer than the header and idle timeouts together: neither
+    // runs while a request is open; the head owed after it still does.
+    let backend =
+        TestBackend::start("backend-1", Behaviour::Delay(Duration::from_millis(1500))).await;
+    let listener = "header_read_timeout_ms = 300\nidle_timeout_ms = 600";
+    let proxy = proxy(&[backend.addr], listener, "").await;
+    let addr = proxy.server.local_addrs()[0];
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("backend-1\n"), "{answer}");
+    // Half a head at once, then nothing: the header timeout closes it,
+    // not the idle one.
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_all(&mut stream).await, "", "closed without an answer");
+    counted(&proxy, "header_timeout", 1).await;
+    counted(&proxy, "idle_timeout", 0).await;
+    assert_eq!(backend.requests(), 1);
+    served(addr).await;
+}
+
 /// A raw backend that reads one connection to its end and says what it
 /// received and whether the connection was closed (EOF within 30 s).
 async fn raw_backend() -> (SocketAddr, tokio::task::JoinHandle<(String, bool)>) {

@@ -12,19 +12,25 @@
 //!   after `idle_timeout` (HTTP/2 with a GOAWAY);
 //! - busy: no clock here (the body read timeout and the upstream's request
 //!   timeout apply to the request itself).
+//!
+//! The phase is one atomic word, changed without a lock; a change wakes
+//! the clock ([`super::clock`]) only when it makes the deadline earlier
+//! than the one the clock sleeps until, which a connection serving
+//! requests never does: three phase changes a request cost no wake-up.
+//!
+//! [`Watched`]: super::watched::Watched
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::clock::Bell;
 use super::framing::NOT_CALLED;
 use crate::proxy::ProxyBody;
 
@@ -33,45 +39,62 @@ use crate::proxy::ProxyBody;
 /// defaults (`premature_reset_total_stream_count` 500, half reset).
 const FLOOD_MIN_REQUESTS: u64 = 500;
 
-/// The phase a connection is in.
+/// The phase a connection is in; times are nanoseconds since the
+/// connection was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     /// A request head is owed since then.
-    Head(Instant),
+    Head(u64),
     /// This many requests are open.
-    Busy(usize),
+    Busy(u64),
     /// Idle since then.
-    Idle(Instant),
+    Idle(u64),
 }
 
-#[derive(Debug)]
-struct State {
-    phase: Phase,
-    /// Requests started, and those the client abandoned before their
-    /// answer (an HTTP/2 stream reset).
-    started: u64,
-    abandoned: u64,
-}
+/// The phase word's two top bits say which phase it is.
+const KIND: u32 = 62;
+const VALUE: u64 = (1 << KIND) - 1;
 
-/// What the connection's clock fires for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expiry {
-    /// The owed head did not arrive in time.
-    Header,
-    /// The connection was idle too long.
-    Idle,
-    /// The connection has been idle long enough to hibernate.
-    Hibernate,
+impl Phase {
+    fn pack(self) -> u64 {
+        match self {
+            Phase::Head(at) => at & VALUE,
+            Phase::Busy(open) => (1 << KIND) | (open & VALUE),
+            Phase::Idle(at) => (2 << KIND) | (at & VALUE),
+        }
+    }
+
+    pub(super) fn unpack(word: u64) -> Phase {
+        let value = word & VALUE;
+        match word >> KIND {
+            0 => Phase::Head(value),
+            1 => Phase::Busy(value),
+            _ => Phase::Idle(value),
+        }
+    }
 }
 
 /// One connection's activity, shared by its stream, its requests and the
 /// task serving it.
 #[derive(Debug)]
 pub(crate) struct Activity {
-    state: Mutex<State>,
-    /// Woken when the phase changes (the deadline moves) or a flood is
-    /// seen.
-    changed: Notify,
+    /// When the connection was accepted: the phase's times count from it.
+    pub(super) born: Instant,
+    /// The [`Phase`], packed.
+    pub(super) phase: AtomicU64,
+    /// Requests started, and those the client abandoned before their
+    /// answer (an HTTP/2 stream reset).
+    pub(super) started: AtomicU64,
+    abandoned: AtomicU64,
+    /// The time the clock sleeps until (0: not armed): a phase change
+    /// that may put the deadline before it rings the clock's bell.
+    pub(super) armed: AtomicU64,
+    /// The shortest span any phase's deadline lies after its start (the
+    /// header, idle and hibernation times): a change at `t` has no
+    /// deadline before `t + floor`.
+    pub(super) floor: u64,
+    /// Rung when a change moves the deadline earlier, or a flood is seen.
+    pub(super) bell: Bell,
     /// The body framing the service's last call saw (see
     /// [`super::framing`]), until the stream takes it.
     called: AtomicU64,
@@ -80,50 +103,91 @@ pub(crate) struct Activity {
     hibernate: AtomicBool,
 }
 
+/// Nanoseconds in `span`, as the phase word holds times.
+pub(super) fn nanos(span: Duration) -> u64 {
+    u64::try_from(span.as_nanos())
+        .unwrap_or(u64::MAX)
+        .min(VALUE)
+}
+
 impl Activity {
-    /// A connection just accepted: it owes a request head.
-    pub(crate) fn new() -> Arc<Activity> {
+    /// A connection just accepted: it owes a request head. No deadline
+    /// of its clock lies less than `floor` after the phase it ends began
+    /// (the shortest of its timeouts).
+    pub(crate) fn new(floor: Duration) -> Arc<Activity> {
         Arc::new(Activity {
-            state: Mutex::new(State {
-                phase: Phase::Head(Instant::now()),
-                started: 0,
-                abandoned: 0,
-            }),
-            changed: Notify::new(),
+            born: Instant::now(),
+            phase: AtomicU64::new(Phase::Head(0).pack()),
+            started: AtomicU64::new(0),
+            abandoned: AtomicU64::new(0),
+            armed: AtomicU64::new(0),
+            floor: nanos(floor).max(nanos(Duration::from_millis(1))),
+            bell: Bell::default(),
             called: AtomicU64::new(NOT_CALLED),
             hibernate: AtomicBool::new(false),
         })
     }
 
-    fn update(&self, change: impl FnOnce(&mut State)) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let before = state.phase;
-        change(&mut state);
-        if std::mem::discriminant(&before) != std::mem::discriminant(&state.phase) {
-            self.changed.notify_one();
+    /// Now, in the phase word's time.
+    pub(super) fn now(&self) -> u64 {
+        nanos(Instant::now().saturating_duration_since(self.born))
+    }
+
+    /// The instant `at` (in the phase word's time) stands for.
+    pub(super) fn instant(&self, at: u64) -> Instant {
+        self.born + Duration::from_nanos(at)
+    }
+
+    /// The phase now.
+    pub(super) fn phase(&self) -> Phase {
+        Phase::unpack(self.phase.load(Ordering::SeqCst))
+    }
+
+    /// Moves the phase as `change` says (none: it stays); whether it
+    /// moved.
+    fn update(&self, mut change: impl FnMut(Phase) -> Option<Phase>) -> bool {
+        self.phase
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
+                change(Phase::unpack(word)).map(Phase::pack)
+            })
+            .is_ok()
+    }
+
+    /// A phase with a deadline began `at`: if that deadline may come
+    /// before the one the clock sleeps until, ring it.
+    fn began_at(&self, at: u64) {
+        if at.saturating_add(self.floor) < self.armed.load(Ordering::SeqCst) {
+            self.bell.ring();
         }
     }
 
     /// Bytes arrived: an idle connection now owes a head.
     pub(super) fn received(&self) {
-        self.update(|state| {
-            if let Phase::Idle(_) = state.phase {
-                state.phase = Phase::Head(Instant::now());
-            }
-        });
+        if !matches!(self.phase(), Phase::Idle(_)) {
+            return;
+        }
+        let now = self.now();
+        let owed = |phase| match phase {
+            Phase::Idle(_) => Some(Phase::Head(now)),
+            _ => None,
+        };
+        if self.update(owed) {
+            self.began_at(now);
+        }
     }
 
     /// A request began, its body framed as `framing` says (see
     /// [`super::framing::body_framing`]); the guard ends it when dropped.
+    /// Being busy has no deadline: the clock is not woken.
     pub(crate) fn begin(self: &Arc<Self>, framing: u64) -> RequestGuard {
         self.called.store(framing, Ordering::Relaxed);
         self.hibernate.store(false, Ordering::Relaxed);
-        self.update(|state| {
-            state.started += 1;
-            state.phase = match state.phase {
+        self.started.fetch_add(1, Ordering::Relaxed);
+        self.update(|phase| {
+            Some(match phase {
                 Phase::Busy(open) => Phase::Busy(open + 1),
                 _ => Phase::Busy(1),
-            };
+            })
         });
         RequestGuard {
             activity: self.clone(),
@@ -132,15 +196,21 @@ impl Activity {
     }
 
     fn end(&self, answered: bool) {
-        self.update(|state| {
-            if !answered {
-                state.abandoned += 1;
-            }
-            state.phase = match state.phase {
+        if !answered {
+            self.abandoned.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = self.now();
+        let mut idle = false;
+        self.update(|phase| {
+            idle = !matches!(phase, Phase::Busy(open) if open > 1);
+            Some(match phase {
                 Phase::Busy(open) if open > 1 => Phase::Busy(open - 1),
-                _ => Phase::Idle(Instant::now()),
-            };
+                _ => Phase::Idle(now),
+            })
         });
+        if idle {
+            self.began_at(now);
+        }
     }
 
     /// Whether the client has abandoned so many requests before their
@@ -148,8 +218,8 @@ impl Activity {
     /// CVE-2023-44487): at least [`FLOOD_MIN_REQUESTS`], half of them
     /// reset.
     pub(crate) fn flooding(&self) -> bool {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.started >= FLOOD_MIN_REQUESTS && state.abandoned * 2 >= state.started
+        let started = self.started.load(Ordering::Relaxed);
+        started >= FLOOD_MIN_REQUESTS && self.abandoned.load(Ordering::Relaxed) * 2 >= started
     }
 
     /// What the service's call since the stream last asked said about the
@@ -160,8 +230,7 @@ impl Activity {
 
     /// Whether no request is open and nothing arrived since the last ended.
     pub(super) fn is_idle(&self) -> bool {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        matches!(state.phase, Phase::Idle(_))
+        matches!(self.phase(), Phase::Idle(_))
     }
 
     /// Asks the stream to end hyper's connection at its next read, if it
@@ -178,67 +247,11 @@ impl Activity {
 
     /// The idle spell the clock is in, if it is in one.
     pub(super) fn idle_since(&self) -> Option<Instant> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.phase {
-            Phase::Idle(since) => Some(since),
+        match self.phase() {
+            Phase::Idle(since) => Some(self.instant(since)),
             _ => None,
         }
     }
-
-    /// When the clock fires next and for what; none while busy.
-    fn deadline(&self, clock: Clock) -> Option<(Instant, Expiry)> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.phase {
-            Phase::Head(since) => Some((since + clock.header, Expiry::Header)),
-            Phase::Idle(since) => match clock.hibernate {
-                Some(after) if clock.tried != Some(since) && after < clock.idle => {
-                    Some((since + after, Expiry::Hibernate))
-                }
-                _ => Some((since + clock.idle, Expiry::Idle)),
-            },
-            Phase::Busy(_) => None,
-        }
-    }
-
-    /// Waits until the connection's clock fires (the head or idle timeout
-    /// passed in its phase, or the idle spell is long enough to
-    /// hibernate), or until a flood is seen (`None`).
-    pub(crate) async fn expired(&self, clock: Clock) -> Option<Expiry> {
-        loop {
-            if self.flooding() {
-                return None;
-            }
-            match self.deadline(clock) {
-                Some((deadline, expiry)) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(deadline) => {
-                            // The phase may have moved on while we slept.
-                            if self.deadline(clock) == Some((deadline, expiry)) {
-                                return Some(expiry);
-                            }
-                        }
-                        _ = self.changed.notified() => {}
-                    }
-                }
-                None => self.changed.notified().await,
-            }
-        }
-    }
-}
-
-/// A connection's timeouts, for [`Activity::expired`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock {
-    /// How long an owed head may take.
-    pub(crate) header: Duration,
-    /// How long the connection may idle.
-    pub(crate) idle: Duration,
-    /// How long an idle spell lasts before the connection hibernates;
-    /// none if it never does.
-    pub(crate) hibernate: Option<Duration>,
-    /// The idle spell (by its start) hibernation was tried in: not again
-    /// in it.
-    pub(crate) tried: Option<Instant>,
 }
 
 /// One request on a connection, open until dropped: on the service's
@@ -266,7 +279,7 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.activity.end(self.answered);
         if !self.answered && self.activity.flooding() {
-            self.activity.changed.notify_one();
+            self.activity.bell.ring();
         }
     }
 }
@@ -301,75 +314,22 @@ impl Body for GuardedBody {
 mod tests {
     use super::*;
 
-    const HEAD: Duration = Duration::from_secs(30);
-    const IDLE: Duration = Duration::from_secs(60);
-    const CLOCK: Clock = Clock {
-        header: HEAD,
-        idle: IDLE,
-        hibernate: None,
-        tried: None,
-    };
-
-    #[tokio::test(start_paused = true)]
-    async fn an_idle_spell_hibernates_once_then_times_out() {
-        let activity = Activity::new();
-        drop(activity.begin(0).answered(crate::proxy::full("")));
-        let since = activity.idle_since().expect("idle");
-        let spell = Duration::from_secs(1);
-        let clock = Clock {
-            hibernate: Some(spell),
-            ..CLOCK
-        };
-        assert_eq!(activity.expired(clock).await, Some(Expiry::Hibernate));
-        assert_eq!(since.elapsed(), spell);
-        let tried = Clock {
-            tried: Some(since),
-            ..clock
-        };
-        assert_eq!(activity.expired(tried).await, Some(Expiry::Idle));
-        assert_eq!(since.elapsed(), IDLE);
-        activity.ask_to_hibernate(true);
-        assert!(activity.hibernation_asked());
-        drop(activity.begin(0));
-        assert!(!activity.hibernation_asked(), "a request withdraws the ask");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_new_connection_owes_its_head_within_the_header_timeout() {
-        let activity = Activity::new();
-        let started = Instant::now();
-        assert_eq!(activity.expired(CLOCK).await, Some(Expiry::Header));
-        assert_eq!(started.elapsed(), HEAD);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_between_requests_then_a_head_owed_from_the_first_byte() {
-        let activity = Activity::new();
-        let request = activity.begin(0);
-        let clock = {
-            let activity = activity.clone();
-            tokio::spawn(async move { activity.expired(CLOCK).await })
-        };
-        // Busy for longer than both timeouts: no clock runs.
-        tokio::time::sleep(IDLE * 2).await;
-        assert!(!clock.is_finished());
-        let idle_from = Instant::now();
-        drop(request.answered(crate::proxy::full("")));
-        assert_eq!(clock.await.unwrap(), Some(Expiry::Idle));
-        assert_eq!(idle_from.elapsed(), IDLE);
-        // A byte after idling starts the head clock, from that byte.
-        let activity = Activity::new();
-        drop(activity.begin(0).answered(crate::proxy::full("")));
-        tokio::time::sleep(IDLE / 2).await;
-        activity.received();
-        let owed_from = Instant::now();
-        assert_eq!(activity.expired(CLOCK).await, Some(Expiry::Header));
-        assert_eq!(owed_from.elapsed(), HEAD);
+    #[test]
+    fn every_phase_survives_its_word() {
+        for phase in [
+            Phase::Head(0),
+            Phase::Head(VALUE),
+            Phase::Busy(1),
+            Phase::Busy(7),
+            Phase::Idle(123_456_789),
+        ] {
+            assert_eq!(Phase::unpack(phase.pack()), phase);
+        }
     }
 
     #[tokio::test(start_paused = true)]
     async fn abandoned_requests_are_a_flood_past_the_threshold_and_half() {
-        let activity = Activity::new();
+        let activity = Activity::new(Duration::from_secs(1));
         for _ in 0..FLOOD_MIN_REQUESTS / 2 {
             drop(activity.begin(0).answered(crate::proxy::full("")));
         }
@@ -379,6 +339,21 @@ mod tests {
         assert!(!activity.flooding(), "under the threshold");
         drop(activity.begin(0));
         assert!(activity.flooding());
-        assert_eq!(activity.expired(CLOCK).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_nest_and_the_last_to_end_starts_the_idle_spell() {
+        let activity = Activity::new(Duration::from_secs(1));
+        let one = activity.begin(0);
+        let two = activity.begin(0);
+        assert_eq!(activity.phase(), Phase::Busy(2));
+        drop(one);
+        assert_eq!(activity.phase(), Phase::Busy(1));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(two);
+        assert_eq!(activity.idle_since(), Some(Instant::now()));
+        activity.received();
+        assert_eq!(activity.phase(), Phase::Head(activity.now()));
+        assert!(!activity.is_idle());
     }
 }

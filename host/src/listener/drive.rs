@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use tokio::sync::watch;
 
-use super::activity::{Clock, Expiry};
+use super::clock::{Clock, Expiry};
 use super::close::refusal_of;
 use super::serving::{Ended, Serving};
 use super::{CLOSE_GRACE, Refusal, Watch};

@@ -18,8 +18,10 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
-use super::activity::{Clock, Expiry};
+use super::activity::Activity;
+use super::clock::{Clock, Expiry};
 use super::watched::Watched;
 use super::{Refusal, Watch};
 
@@ -67,25 +69,35 @@ pub(super) fn socket<IO: 'static>(stream: &Watched<IO>) -> Option<&TcpStream> {
     (stream.get_ref() as &dyn Any).downcast_ref::<TcpStream>()
 }
 
-/// Holds a hibernated connection, its stream's `socket`, until its client
-/// sends something (or closes): true, serve it again; false if it is to
-/// be dropped instead (the idle timeout, shutdown).
-pub(super) async fn sleep(
-    socket: &TcpStream,
-    watch: &Watch<'_>,
-    shutdown: &mut watch::Receiver<bool>,
-    clock: Clock,
-) -> bool {
-    let _asleep = Asleep::new();
+/// When a connection going to sleep under `clock` is to be closed, and
+/// why. Nothing reads the socket or serves a request while it sleeps: the
+/// phase (an idle spell) holds, and so does its deadline, slept to without
+/// the clock's loop (a smaller task to hold). Busy cannot be.
+pub(super) fn due(activity: &Activity, clock: Clock) -> (Instant, Expiry) {
     let clock = Clock {
         hibernate: None,
         ..clock
     };
+    activity
+        .due(&clock)
+        .unwrap_or((Instant::now() + clock.idle, Expiry::Idle))
+}
+
+/// Holds a hibernated connection, its stream's `socket`, until its client
+/// sends something (or closes): true, serve it again; false if it is to
+/// be dropped instead (at `due`, [`due`]'s deadline, or at shutdown).
+pub(super) async fn sleep(
+    socket: &TcpStream,
+    watch: &Watch<'_>,
+    shutdown: &mut watch::Receiver<bool>,
+    (deadline, expiry): (Instant, Expiry),
+) -> bool {
+    let _asleep = Asleep::new();
     tokio::select! {
         ready = socket.readable() => ready.is_ok(),
-        expired = watch.activity.expired(clock) => {
-            let refusal = match expired {
-                Some(Expiry::Header) => Refusal::HeaderTimeout,
+        _ = tokio::time::sleep_until(deadline) => {
+            let refusal = match expiry {
+                Expiry::Header => Refusal::HeaderTimeout,
                 _ => Refusal::IdleTimeout,
             };
             watch.count(refusal);

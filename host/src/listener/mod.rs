@@ -6,6 +6,7 @@
 mod acceptor;
 mod activity;
 mod bind;
+mod clock;
 mod close;
 mod drive;
 mod framing;
@@ -37,7 +38,8 @@ pub use tls::{HandshakeFailure, HandshakeStats, TlsAcceptor};
 use crate::config::FrontLimits;
 use crate::connection::{ConnectionInfo, Protocols};
 use crate::proxy::{ProxyBody, Refusal, RefusedRequests};
-use activity::{Activity, Clock};
+use activity::Activity;
+use clock::Clock;
 use close::EveryFewSeconds;
 use serving::Builders;
 use watched::Watched;
@@ -191,7 +193,7 @@ async fn connection<A, H, F>(
         info.protocols()
     };
     let info = Arc::new(info);
-    let activity = Activity::new();
+    let activity = Activity::new(Clock::new(&serve.limits).floor());
     let handler = serve.handler.clone();
     let requests = activity.clone();
     let service = service_fn(move |request| {
@@ -251,24 +253,28 @@ async fn serve_http<S, IO>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let limits = watch.limits;
-    let mut clock = Clock {
-        header: limits.header_read_timeout,
-        idle: limits.idle_timeout,
-        hibernate: None,
-        tried: None,
-    };
+    let mut clock = Clock::new(&watch.limits);
     let protocols = match protocols {
-        Protocols::Auto => match sniff::protocol(&mut stream, &watch, &mut shutdown, clock).await {
-            Some(protocols) => protocols,
-            None => return,
-        },
+        // Boxed, as the driving below is: the task holds only what a
+        // hibernated connection needs; an awake one allocates the rest.
+        Protocols::Auto => {
+            let sniffing = Box::pin(sniff::protocol(&mut stream, &watch, &mut shutdown, clock));
+            match sniffing.await {
+                Some(protocols) => protocols,
+                None => return,
+            }
+        }
         protocols => protocols,
     };
     if protocols == Protocols::Http2 {
-        let mut connection = Builders::with(&limits, |b| b.http2(stream, service));
-        let ended = drive::drive(Pin::new(&mut connection), &watch, &mut shutdown, &mut clock);
-        drive::ended(ended.await, &watch);
+        let mut connection = Builders::with(&watch.limits, |b| b.http2(stream, service));
+        let driving = Box::pin(drive::drive(
+            Pin::new(&mut connection),
+            &watch,
+            &mut shutdown,
+            &mut clock,
+        ));
+        drive::ended(driving.await, &watch);
         return;
     }
     let hibernates = hibernate::socket(&stream).is_some();
@@ -278,34 +284,59 @@ async fn serve_http<S, IO>(
     }
     let mut service = service;
     loop {
-        let mut connection = Builders::with(&limits, |b| b.http1(stream, service));
-        let ended =
-            drive::drive(Pin::new(&mut connection), &watch, &mut shutdown, &mut clock).await;
-        if !hibernates || !matches!(ended, Some(Ok(()))) {
-            return drive::ended(ended, &watch);
+        // Scoped, so that what only an awake connection holds is not kept
+        // in the task through the sleep.
+        {
+            let mut connection = Builders::with(&watch.limits, |b| b.http1(stream, service));
+            // Built in its own statement: a temporary would be kept in
+            // the task across the await.
+            let driving = Box::pin(drive::drive(
+                Pin::new(&mut connection),
+                &watch,
+                &mut shutdown,
+                &mut clock,
+            ));
+            let ended = driving.await;
+            if !hibernates || !matches!(ended, Some(Ok(()))) {
+                return drive::ended(ended, &watch);
+            }
+            match taken_back(connection) {
+                Some((back, again)) => (stream, service) = (back, again),
+                None => return,
+            }
         }
-        // An HTTP/1.1 connection that switches protocols ends here; its
-        // stream lives on in the proxy's tunnel, without this clock:
-        // tunnels keep their own idle timeout.
-        let Some(parts) = connection.into_parts() else {
-            return;
-        };
-        stream = parts.io.into_inner();
-        if !stream.take_hibernated() {
-            return; // the client closed it
-        }
-        // Empty, but it shares hyper's 8 KiB read buffer: not kept.
-        let unused = parts.read_buf;
-        stream.unread(&unused);
-        drop(unused);
-        service = parts.service;
         let Some(socket) = hibernate::socket(&stream) else {
             continue;
         };
-        if !hibernate::sleep(socket, &watch, &mut shutdown, clock).await {
+        let due = hibernate::due(&watch.activity, clock);
+        if !hibernate::sleep(socket, &watch, &mut shutdown, due).await {
             return;
         }
     }
+}
+
+/// The stream and the service of a hyper connection that ended cleanly
+/// to hibernate; none if it ended otherwise (the client closed it, or it
+/// switched protocols: its stream lives on in the proxy's tunnel, without
+/// this clock, as tunnels keep their own idle timeout).
+fn taken_back<IO, S>(
+    connection: serving::Http1<hyper_util::rt::TokioIo<Watched<IO>>, S>,
+) -> Option<(Watched<IO>, S)>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let parts = connection.into_parts()?;
+    let mut stream = parts.io.into_inner();
+    if !stream.take_hibernated() {
+        return None;
+    }
+    // Empty, but it shares hyper's 8 KiB read buffer: not kept.
+    let unused = parts.read_buf;
+    stream.unread(&unused);
+    drop(unused);
+    Some((stream, parts.service))
 }
 
 #[cfg(test)]
@@ -375,6 +406,46 @@ mod tests {
             .await
             .expect("the loop stops at shutdown")
             .unwrap();
+    }
+
+    /// What a hibernated connection's task holds, printed for BENCHMARKS
+    /// section 10 (`cargo test -p weir --lib sizes -- --nocapture`), and
+    /// bounded so that what only an awake connection needs stays boxed.
+    #[tokio::test]
+    async fn sizes_of_what_a_hibernated_connection_holds() {
+        let (listener, local) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(local).await.unwrap();
+        let (accepted, client) = listener.accept().await.unwrap();
+        let handler = |_request, _conn| async { crate::proxy::text(http::StatusCode::OK, "") };
+        let serve = Arc::new(Serve::new(handler, false, FrontLimits::default(), None));
+        let slot = serve.slots.clone().try_acquire_owned().unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        let info = ConnectionInfo::plain(client, local);
+        let task = connection(accepted, info, serve.clone(), stopped.clone(), slot);
+        let clock = Clock::new(&serve.limits);
+        let activity = Activity::new(clock.floor());
+        let watch = Watch {
+            activity: activity.clone(),
+            client,
+            limits: serve.limits,
+            refused: None,
+        };
+        let mut shutdown = stopped.clone();
+        let due = hibernate::due(&activity, clock);
+        let sleep = hibernate::sleep(&tcp, &watch, &mut shutdown, due);
+        let task = std::mem::size_of_val(&task);
+        println!(
+            "connection task future {task}, of it hibernate::sleep {} (socket readiness {}, shutdown watch {}, timer {}); \
+             beside it: Activity {}, ConnectionInfo {}, Activity::expired (awake only) {}",
+            std::mem::size_of_val(&sleep),
+            std::mem::size_of_val(&tcp.readable()),
+            std::mem::size_of_val(&stopped.clone().changed()),
+            std::mem::size_of::<tokio::time::Sleep>(),
+            std::mem::size_of::<Activity>(),
+            std::mem::size_of::<ConnectionInfo>(),
+            std::mem::size_of_val(&activity.expired(clock)),
+        );
+        assert!(task <= 2048, "the connection task's future is {task} bytes");
     }
 
     #[tokio::test]

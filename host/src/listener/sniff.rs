@@ -5,7 +5,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-use super::activity::{Clock, Expiry};
+use super::clock::{Clock, Expiry};
 use super::watched::Watched;
 use super::{Refusal, Watch};
 use crate::connection::Protocols;
