@@ -155,9 +155,10 @@ impl FilterPool {
             let mut instance = self.checkout()?;
             let placeholder = request.placeholder();
             instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
-            (self.plugin).arm(&mut instance.store, self.plugin.limits.deadline_ticks());
+            let armed = (self.plugin).arm(&mut instance.store, self.plugin.limits.timeout);
             let api = instance.bindings.weir_plugin_http_filter();
             let outcome = contain(|| f(api, &mut instance.store));
+            drop(armed);
             if let Some(view) = instance.store.data_mut().request.take() {
                 *request = view;
             }
@@ -194,8 +195,10 @@ impl FilterPool {
         };
         let failed = |function| InitError::wasm(function, limits.init_timeout());
         let mut store = self.plugin.new_store(self.owner.clone());
+        let armed = self.plugin.arm(&mut store, limits.init_timeout());
         let bindings = contain(|| pre.instantiate(&mut store)).map_err(failed("instantiate"))?;
-        self.plugin.arm(&mut store, limits.init_deadline_ticks());
+        drop(armed);
+        let _armed = self.plugin.arm(&mut store, limits.init_timeout());
         let hooks = contain(|| {
             bindings
                 .weir_plugin_http_filter()

@@ -137,7 +137,6 @@ impl BalancerPool {
         request: &mut RequestView,
     ) -> Result<Option<Arc<Backend>>, CallError> {
         let mut instance = self.checkout()?;
-        let ticks = self.plugin.limits.deadline_ticks();
         let policy = instance.bindings.weir_plugin_policy();
 
         if instance.generation != Some(backends.generation()) {
@@ -146,7 +145,7 @@ impl BalancerPool {
             // (10,000 backends take several milliseconds to copy in).
             let list = wit_backends(backends);
             let limits = self.plugin.limits;
-            (self.plugin).arm(&mut instance.store, limits.init_deadline_ticks());
+            let _armed = (self.plugin).arm(&mut instance.store, limits.init_timeout());
             contain(|| policy.call_set_backends(&mut instance.store, &list))
                 .map_err(|e| CallError::wasm(e, "set-backends", limits.init_timeout()))?;
             instance.store.data_mut().backends = Some(backends.clone());
@@ -155,8 +154,11 @@ impl BalancerPool {
 
         let placeholder = request.placeholder();
         instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
-        self.plugin.arm(&mut instance.store, ticks);
+        let armed = self
+            .plugin
+            .arm(&mut instance.store, self.plugin.limits.timeout);
         let outcome = contain(|| policy.call_select(&mut instance.store, Resource::new_borrow(0)));
+        drop(armed);
         let state = instance.store.data_mut();
         if let Some(view) = state.request.take() {
             *request = view;
@@ -201,8 +203,10 @@ impl BalancerPool {
         };
         let failed = |function| InitError::wasm(function, limits.init_timeout());
         let mut store = self.plugin.new_store(self.upstream.clone());
+        let armed = self.plugin.arm(&mut store, limits.init_timeout());
         let bindings = contain(|| pre.instantiate(&mut store)).map_err(failed("instantiate"))?;
-        self.plugin.arm(&mut store, limits.init_deadline_ticks());
+        drop(armed);
+        let _armed = self.plugin.arm(&mut store, limits.init_timeout());
         contain(|| {
             bindings
                 .weir_plugin_policy()
