@@ -50,6 +50,16 @@ impl PluginLimits {
         }
     }
 
+    /// How long one call runs before it is cut off: its timeout and half
+    /// again (the default 5 ms: 7.5 ms). The grace is the upper end of the
+    /// window the fixed epoch tick of half the timeout gave (a call was cut
+    /// off after between its timeout and one tick more): a call descheduled
+    /// on a busy CPU near the end of its timeout is not cut off for it,
+    /// while a spinning one is stopped at a fixed point.
+    pub fn cutoff(&self) -> Duration {
+        self.timeout + self.timeout / 2
+    }
+
     /// Longest instantiation plus `init` may run.
     pub fn init_timeout(&self) -> Duration {
         (self.timeout * 20).max(MIN_INIT_TIMEOUT)
@@ -65,6 +75,16 @@ mod tests {
         PluginLimits {
             timeout: Duration::from_millis(ms),
             ..PluginLimits::from_config(&config)
+        }
+    }
+
+    #[test]
+    fn a_call_is_cut_off_at_its_timeout_and_half_again() {
+        assert_eq!(with_timeout(5).cutoff(), Duration::from_micros(7_500));
+        for ms in [1, 2, 3, 5, 7, 10, 25, 100, 1_000] {
+            let limits = with_timeout(ms);
+            assert!(limits.cutoff() >= limits.timeout, "{ms} ms");
+            assert!(limits.cutoff() <= limits.timeout * 3 / 2, "{ms} ms");
         }
     }
 

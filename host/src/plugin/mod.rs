@@ -193,8 +193,9 @@ impl PluginRuntime {
         .map_err(linking.clone())?;
 
         // Kept awake for the longest deadline after the last call started.
-        let keep = limits.init_timeout() + limits.timeout;
-        let ticker = Ticker::start(engine.weak(), limits.timeout, keep)
+        let keep = limits.init_timeout() + limits.cutoff();
+        // No call is cut off sooner than `cutoff` after it starts.
+        let ticker = Ticker::start(engine.weak(), limits.cutoff(), keep)
             .map_err(|e| PluginError::runtime("cannot start the epoch ticker", e))?;
 
         Ok(Arc::new(PluginRuntime {
@@ -401,16 +402,16 @@ impl LoadedPlugin {
         store
     }
 
-    /// Arms `store` for a call that may run for `allowed` from now (every
-    /// call into a plugin goes through here): the ticker cuts it off once
-    /// that has passed, until the returned guard is dropped.
+    /// Arms `store` for a call that must end by `deadline` (every call into
+    /// a plugin goes through here): the ticker cuts it off once that has
+    /// passed, until the returned guard is dropped.
     #[inline]
     fn arm(
         &self,
         store: &mut wasmtime::Store<HostState>,
-        allowed: std::time::Duration,
+        deadline: std::time::Instant,
     ) -> ticker::Armed {
-        let armed = self.ticker.arm(allowed);
+        let armed = self.ticker.arm(deadline);
         store.data_mut().deadline = armed.at();
         store.set_epoch_deadline(1);
         armed

@@ -142,12 +142,12 @@ impl Ticker {
         }
     }
 
-    /// Arms a call on this thread that may run for `allowed` from now:
-    /// the ticker will cut it off once that has passed. The deadline holds
-    /// until the returned guard is dropped.
+    /// Arms a call on this thread that must end by `deadline`: the ticker
+    /// will cut it off once that has passed. The deadline holds until the
+    /// returned guard is dropped.
     #[inline]
-    pub(crate) fn arm(&self, allowed: Duration) -> Armed {
-        let armed = Armed::new(Instant::now() + allowed);
+    pub(crate) fn arm(&self, deadline: Instant) -> Armed {
+        let armed = Armed::new(deadline);
         self.wake();
         armed
     }
@@ -216,7 +216,7 @@ mod tests {
         allowed: Duration,
     ) -> (wasmtime::Error, bool) {
         let module = wasmtime::Module::new(engine, SPIN).unwrap();
-        let armed = ticker.arm(allowed);
+        let armed = ticker.arm(Instant::now() + allowed);
         let mut store = store(engine, armed.at());
         let instance = wasmtime::Instance::new(&mut store, &module, &[]).unwrap();
         let spin = instance
