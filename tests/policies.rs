@@ -491,3 +491,52 @@ async fn sticky_cookie_pins_clients_and_moves_them_off_a_drained_backend() {
     );
     assert_eq!(upstream.balancer().unwrap().pool.failures(), 0);
 }
+
+/// The plugin chooses from the set weir last told it of, and every change
+/// to the set reaches it: after two backends are drained and one removed, no request reaches any of them and no
+/// choice was refused (a choice of an ineligible backend would be a failed
+/// call, answered by weir's fallback, so the pool's failure count is the
+/// check, not only the answers). Undrained and re-added, they serve again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_never_chooses_a_backend_drained_or_removed() {
+    let backends = [
+        TestBackend::start("backend-1", Behaviour::Name).await,
+        TestBackend::start("backend-2", Behaviour::Name).await,
+        TestBackend::start("backend-3", Behaviour::Name).await,
+        TestBackend::start("backend-4", Behaviour::Name).await,
+    ];
+    let list: Vec<_> = backends
+        .iter()
+        .map(|b| (b.name.as_str(), b.addr, 1))
+        .collect();
+    let proxy = TestProxy::start(&config(&list, "round-robin", "{}")).await;
+    let url = format!("{}/", proxy.url);
+    let upstream = proxy.server.snapshot().upstream("web").unwrap().clone();
+    let pool_failures = || upstream.balancer().unwrap().pool.failures();
+
+    let counts = spread(&url, 40, 4).await;
+    for b in &backends {
+        assert_eq!(count(&counts, &b.name), 10, "{counts:?}");
+    }
+
+    // Drained and removed: each a new set, of a new generation.
+    upstream.set_draining("backend-1", true).unwrap();
+    upstream.set_draining("backend-2", true).unwrap();
+    upstream.remove_backend("backend-3").unwrap();
+    let before = pool_failures();
+
+    let counts = spread(&url, 60, 4).await;
+    assert_eq!(count(&counts, "backend-4"), 60, "{counts:?}");
+    assert_eq!(
+        pool_failures(),
+        before,
+        "the plugin chose a backend it may not"
+    );
+
+    // Back again: the plugin is told of these changes too.
+    upstream.set_draining("backend-2", false).unwrap();
+    let counts = spread(&url, 60, 4).await;
+    assert_eq!(count(&counts, "backend-2"), 30, "{counts:?}");
+    assert_eq!(count(&counts, "backend-4"), 30, "{counts:?}");
+    assert_eq!(pool_failures(), before);
+}

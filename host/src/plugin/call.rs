@@ -39,9 +39,11 @@ impl Calls {
     /// its time against the CPU budget, a failure against the failures in a
     /// row, a log line for the failure (the first and every power of two)
     /// and for any quarantine it starts or ends.
+    /// `call` is given the instant the call started (the clock is read once
+    /// per call, here, for the deadline, the quarantine and the histogram).
     pub(super) fn run<R>(
         &self,
-        call: impl FnOnce() -> Result<R, CallError>,
+        call: impl FnOnce(Instant) -> Result<R, CallError>,
     ) -> Result<R, CallError> {
         self.run_timed(call).0
     }
@@ -51,7 +53,7 @@ impl Calls {
     /// does not read the clock again.
     pub(super) fn run_timed<R>(
         &self,
-        call: impl FnOnce() -> Result<R, CallError>,
+        call: impl FnOnce(Instant) -> Result<R, CallError>,
     ) -> (Result<R, CallError>, Duration) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
@@ -64,7 +66,7 @@ impl Calls {
             Ok(Some(change)) => self.log(&change),
             Ok(None) => {}
         }
-        let result = call();
+        let result = call(started);
         let took = started.elapsed();
         self.busy_nanos.fetch_add(
             u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),

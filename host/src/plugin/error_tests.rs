@@ -200,7 +200,7 @@ fn the_log_line_of_a_trap_names_plugin_function_and_trap_code() {
         QuarantinePolicy::default(),
     );
     tracing::subscriber::with_default(subscriber, || {
-        let result: Result<(), _> = calls.run(|| {
+        let result: Result<(), _> = calls.run(|_| {
             Err(CallError::wasm(
                 real_trap(),
                 "select",

@@ -2,6 +2,7 @@
 //! chain, and the two calls the proxy makes (`on-request`, `on-response`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::StatusCode;
 use http::header::HeaderMap;
@@ -151,13 +152,20 @@ impl FilterPool {
         f: impl FnOnce(&filter_api::Guest, &mut Store<HostState>) -> wasmtime::Result<W>,
         check: impl FnOnce(W) -> Result<R, BadAnswer>,
     ) -> Result<R, CallError> {
-        self.calls.run(|| {
-            let mut instance = self.checkout()?;
+        self.calls.run(|started| {
+            let (mut instance, from) = match self.idle.take() {
+                Some(instance) => (instance, started),
+                None => {
+                    let (instance, _) = self.instantiate().map_err(CallError::Instantiate)?;
+                    (instance, Instant::now())
+                }
+            };
             let placeholder = request.placeholder();
             instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
-            (self.plugin).arm(&mut instance.store, self.plugin.limits.deadline_ticks());
+            let armed = (self.plugin).arm(&mut instance.store, from + self.plugin.limits.cutoff());
             let api = instance.bindings.weir_plugin_http_filter();
             let outcome = contain(|| f(api, &mut instance.store));
+            drop(armed);
             if let Some(view) = instance.store.data_mut().request.take() {
                 *request = view;
             }
@@ -172,16 +180,6 @@ impl FilterPool {
         })
     }
 
-    fn checkout(&self) -> Result<Instance, CallError> {
-        match self.idle.take() {
-            Some(instance) => Ok(instance),
-            None => self
-                .instantiate()
-                .map(|(instance, _)| instance)
-                .map_err(CallError::Instantiate),
-        }
-    }
-
     /// A new instance with `init` already run, and the hooks it asked for.
     fn instantiate(&self) -> Result<(Instance, filter_api::Hooks), InitError> {
         let limits = self.plugin.limits;
@@ -194,8 +192,10 @@ impl FilterPool {
         };
         let failed = |function| InitError::wasm(function, limits.init_timeout());
         let mut store = self.plugin.new_store(self.owner.clone());
+        let armed = (self.plugin).arm(&mut store, Instant::now() + limits.init_timeout());
         let bindings = contain(|| pre.instantiate(&mut store)).map_err(failed("instantiate"))?;
-        self.plugin.arm(&mut store, limits.init_deadline_ticks());
+        drop(armed);
+        let _armed = (self.plugin).arm(&mut store, Instant::now() + limits.init_timeout());
         let hooks = contain(|| {
             bindings
                 .weir_plugin_http_filter()

@@ -45,6 +45,8 @@ pub(crate) struct HostState {
     pub(crate) refused: Option<super::decision::BadAnswer>,
     /// The current call's cell writes, kept until [`HostState::end_call`].
     journal: CallJournal,
+    /// When the current call must end (set when it is armed).
+    pub(crate) deadline: std::time::Instant,
 }
 
 impl HostState {
@@ -72,6 +74,7 @@ impl HostState {
             plugin_state,
             refused: None,
             journal: CallJournal::default(),
+            deadline: std::time::Instant::now(),
         }
     }
 

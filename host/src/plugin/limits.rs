@@ -1,25 +1,12 @@
 //! The limits every plugin call and instance runs under, read from the
-//! `[plugins]` section, and the epoch ticks deadlines are counted in.
+//! `[plugins]` section.
 
 use std::time::Duration;
 
 use super::quarantine::{self, QuarantinePolicy};
 
-/// The finest epoch tick: no call timeout is measured finer than this.
-const MIN_TICK: Duration = Duration::from_millis(1);
-
-/// The coarsest epoch tick, whatever the call timeout.
-const MAX_TICK: Duration = Duration::from_millis(10);
-
 /// The shortest deadline for instantiating a plugin and running its `init`.
 const MIN_INIT_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// `timeout` in ticks of `tick`, rounded up, plus one for the tick already
-/// under way when the deadline is set.
-fn ticks(timeout: Duration, tick: Duration) -> u64 {
-    let tick = tick.as_micros().max(1);
-    (timeout.as_micros().div_ceil(tick) as u64).max(1) + 1
-}
 
 /// The worker threads weir's runtime runs (tokio's default: one per CPU),
 /// which the CPU budget is a share of.
@@ -63,28 +50,14 @@ impl PluginLimits {
         }
     }
 
-    /// How often the epoch advances: half the call timeout, between 1 and
-    /// 10 ms. A call is cut off after at least its timeout and at most two
-    /// ticks more; one tick more when the timeout is a whole number of
-    /// ticks, as it is up to 20 ms (the default 5 ms: between 5 and 7.5 ms,
-    /// for 400 ticker wake-ups a second while plugins are called and none
-    /// while they are not; see `ticker`).
-    pub(crate) fn epoch_tick(&self) -> Duration {
-        (self.timeout / 2).clamp(MIN_TICK, MAX_TICK)
-    }
-
-    /// The deadline of one call in epoch ticks, rounded up, plus one for the
-    /// tick already under way.
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        ticks(self.timeout, self.epoch_tick())
-    }
-
-    /// The deadline for making an instance and running its `init`: a
-    /// one-off per instance, which may touch fresh memory and parse
-    /// settings, so it gets twenty times the call timeout, and at least
-    /// [`MIN_INIT_TIMEOUT`].
-    pub(crate) fn init_deadline_ticks(&self) -> u64 {
-        ticks(self.init_timeout(), self.epoch_tick())
+    /// How long one call runs before it is cut off: its timeout and half
+    /// again (the default 5 ms: 7.5 ms). The grace is the upper end of the
+    /// window the fixed epoch tick of half the timeout gave (a call was cut
+    /// off after between its timeout and one tick more): a call descheduled
+    /// on a busy CPU near the end of its timeout is not cut off for it,
+    /// while a spinning one is stopped at a fixed point.
+    pub fn cutoff(&self) -> Duration {
+        self.timeout + self.timeout / 2
     }
 
     /// Longest instantiation plus `init` may run.
@@ -106,30 +79,22 @@ mod tests {
     }
 
     #[test]
-    fn the_tick_is_half_the_timeout_between_1_and_10_ms() {
-        assert_eq!(with_timeout(5).epoch_tick(), Duration::from_micros(2_500));
-        assert_eq!(with_timeout(1).epoch_tick(), MIN_TICK);
-        assert_eq!(with_timeout(100).epoch_tick(), MAX_TICK);
+    fn a_call_is_cut_off_at_its_timeout_and_half_again() {
+        assert_eq!(with_timeout(5).cutoff(), Duration::from_micros(7_500));
+        for ms in [1, 2, 3, 5, 7, 10, 25, 100, 1_000] {
+            let limits = with_timeout(ms);
+            assert!(limits.cutoff() >= limits.timeout, "{ms} ms");
+            assert!(limits.cutoff() <= limits.timeout * 3 / 2, "{ms} ms");
+        }
     }
 
     #[test]
-    fn a_deadline_is_never_shorter_than_its_timeout_nor_two_ticks_longer() {
+    fn instantiation_gets_twenty_timeouts_and_at_least_100_ms() {
+        assert_eq!(with_timeout(5).init_timeout(), MIN_INIT_TIMEOUT);
+        assert_eq!(with_timeout(50).init_timeout(), Duration::from_secs(1));
         for ms in [1, 2, 3, 5, 7, 10, 25, 100, 1_000] {
             let limits = with_timeout(ms);
-            let tick = limits.epoch_tick();
-            let ticks = u32::try_from(limits.deadline_ticks()).unwrap();
-            // The deadline is set somewhere inside a tick: the call traps
-            // after between ticks - 1 and ticks whole ticks.
-            assert!(
-                tick * (ticks - 1) >= limits.timeout,
-                "{ms} ms: {ticks} ticks"
-            );
-            assert!(tick * ticks <= limits.timeout + tick * 2, "{ms} ms");
-            if ms <= 20 {
-                assert!(tick * ticks <= limits.timeout + tick, "{ms} ms");
-            }
-            let init = u32::try_from(limits.init_deadline_ticks()).unwrap();
-            assert!(tick * (init - 1) >= limits.init_timeout(), "{ms} ms init");
+            assert!(limits.init_timeout() >= limits.timeout * 20, "{ms} ms");
         }
     }
 }

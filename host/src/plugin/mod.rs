@@ -21,6 +21,7 @@ mod bindings;
 mod call;
 mod cells;
 mod counters;
+mod deadline;
 mod decision;
 mod error;
 mod filter_pool;
@@ -192,8 +193,9 @@ impl PluginRuntime {
         .map_err(linking.clone())?;
 
         // Kept awake for the longest deadline after the last call started.
-        let keep = limits.init_deadline_ticks() + 1;
-        let ticker = Ticker::start(engine.weak(), limits.epoch_tick(), keep)
+        let keep = limits.init_timeout() + limits.cutoff();
+        // No call is cut off sooner than `cutoff` after it starts.
+        let ticker = Ticker::start(engine.weak(), limits.cutoff(), keep)
             .map_err(|e| PluginError::runtime("cannot start the epoch ticker", e))?;
 
         Ok(Arc::new(PluginRuntime {
@@ -377,7 +379,8 @@ impl LoadedPlugin {
 
     /// A fresh store for one instance of this plugin serving `owner` (an
     /// upstream or route, for log lines), limited in memory and set to trap
-    /// at its epoch deadline, which starts at the init deadline.
+    /// once the deadline its calls are [`arm`](LoadedPlugin::arm)ed with has
+    /// passed. Arm it before instantiating.
     fn new_store(&self, owner: Arc<str>) -> wasmtime::Store<HostState> {
         let limits = wasmtime::StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
@@ -386,17 +389,32 @@ impl LoadedPlugin {
         let state = HostState::new(self.name.clone(), owner, limits, self.state.clone());
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| state.limiter());
-        store.epoch_deadline_trap();
-        self.arm(&mut store, self.limits.init_deadline_ticks());
+        // Run at each epoch change during a call: the ticker advances the
+        // epoch when some call, on any thread, is overdue; only this
+        // store's own deadline decides whether this call ends.
+        store.epoch_deadline_callback(|store| {
+            Ok(if std::time::Instant::now() >= store.data().deadline {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Continue(1)
+            })
+        });
         store
     }
 
-    /// Sets `store` to trap `ticks` epoch ticks from now, and makes sure
-    /// the ticker is ticking: every call into a plugin goes through here.
+    /// Arms `store` for a call that must end by `deadline` (every call into
+    /// a plugin goes through here): the ticker cuts it off once that has
+    /// passed, until the returned guard is dropped.
     #[inline]
-    fn arm(&self, store: &mut wasmtime::Store<HostState>, ticks: u64) {
-        self.ticker.wake();
-        store.set_epoch_deadline(ticks);
+    fn arm(
+        &self,
+        store: &mut wasmtime::Store<HostState>,
+        deadline: std::time::Instant,
+    ) -> ticker::Armed {
+        let armed = self.ticker.arm(deadline);
+        store.data_mut().deadline = armed.at();
+        store.set_epoch_deadline(1);
+        armed
     }
 }
 

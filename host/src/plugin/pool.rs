@@ -2,6 +2,7 @@
 //! one call the proxy makes per request.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::Resource;
@@ -52,6 +53,8 @@ pub struct BalancerPool {
     settings: String,
     idle: Idle<Instance>,
     calls: Calls,
+    /// The last backend set handed to instances, in its WIT form.
+    listed: Mutex<Option<(u64, Arc<Vec<types::Backend>>)>>,
 }
 
 impl BalancerPool {
@@ -70,6 +73,7 @@ impl BalancerPool {
             upstream: name,
             settings,
             idle: Idle::new(),
+            listed: Mutex::new(None),
         };
         let first = pool.instantiate().map_err(|source| PluginError::Init {
             name: pool.plugin.name().to_string(),
@@ -124,7 +128,9 @@ impl BalancerPool {
         request: &mut RequestView,
     ) -> (Result<Option<Arc<Backend>>, CallError>, std::time::Duration) {
         request.response_headers.clear();
-        let (result, took) = self.calls.run_timed(|| self.try_select(backends, request));
+        let (result, took) = self
+            .calls
+            .run_timed(|started| self.try_select(backends, request, started));
         if result.is_err() {
             request.response_headers.clear();
         }
@@ -135,28 +141,43 @@ impl BalancerPool {
         &self,
         backends: &Arc<BackendSet>,
         request: &mut RequestView,
+        started: Instant,
     ) -> Result<Option<Arc<Backend>>, CallError> {
-        let mut instance = self.checkout()?;
-        let ticks = self.plugin.limits.deadline_ticks();
+        // The call's own deadline counts from its start, or from the end of
+        // the one-off work below when there is some.
+        let mut from = started;
+        let mut instance = match self.idle.take() {
+            Some(instance) => instance,
+            None => {
+                let instance = self.instantiate().map_err(CallError::Instantiate)?;
+                from = Instant::now();
+                instance
+            }
+        };
         let policy = instance.bindings.weir_plugin_policy();
 
         if instance.generation != Some(backends.generation()) {
             // O(n) in the upstream's size and paid once per instance per
             // change, off the per-request budget: it gets the init deadline
             // (10,000 backends take several milliseconds to copy in).
-            let list = wit_backends(backends);
+            let list = self.listed(backends);
             let limits = self.plugin.limits;
-            (self.plugin).arm(&mut instance.store, limits.init_deadline_ticks());
+            let deadline = Instant::now() + limits.init_timeout();
+            let armed = (self.plugin).arm(&mut instance.store, deadline);
             contain(|| policy.call_set_backends(&mut instance.store, &list))
                 .map_err(|e| CallError::wasm(e, "set-backends", limits.init_timeout()))?;
+            drop(armed);
             instance.store.data_mut().backends = Some(backends.clone());
             instance.generation = Some(backends.generation());
+            from = Instant::now();
         }
 
         let placeholder = request.placeholder();
         instance.store.data_mut().request = Some(std::mem::replace(request, placeholder));
-        self.plugin.arm(&mut instance.store, ticks);
+        let deadline = from + self.plugin.limits.cutoff();
+        let armed = self.plugin.arm(&mut instance.store, deadline);
         let outcome = contain(|| policy.call_select(&mut instance.store, Resource::new_borrow(0)));
+        drop(armed);
         let state = instance.store.data_mut();
         if let Some(view) = state.request.take() {
             *request = view;
@@ -182,10 +203,18 @@ impl BalancerPool {
         Ok(Some(backend.clone()))
     }
 
-    fn checkout(&self) -> Result<Instance, CallError> {
-        match self.idle.take() {
-            Some(instance) => Ok(instance),
-            None => self.instantiate().map_err(CallError::Instantiate),
+    /// The WIT form of `backends`, built once per set whatever the number
+    /// of instances told of it (each new set has a new generation; the
+    /// list holds nothing of any request).
+    fn listed(&self, backends: &BackendSet) -> Arc<Vec<types::Backend>> {
+        let mut listed = self.listed.lock().unwrap_or_else(|e| e.into_inner());
+        match &*listed {
+            Some((generation, list)) if *generation == backends.generation() => list.clone(),
+            _ => {
+                let list = Arc::new(wit_backends(backends));
+                *listed = Some((backends.generation(), list.clone()));
+                list
+            }
         }
     }
 
@@ -201,8 +230,10 @@ impl BalancerPool {
         };
         let failed = |function| InitError::wasm(function, limits.init_timeout());
         let mut store = self.plugin.new_store(self.upstream.clone());
+        let armed = (self.plugin).arm(&mut store, Instant::now() + limits.init_timeout());
         let bindings = contain(|| pre.instantiate(&mut store)).map_err(failed("instantiate"))?;
-        self.plugin.arm(&mut store, limits.init_deadline_ticks());
+        drop(armed);
+        let _armed = (self.plugin).arm(&mut store, Instant::now() + limits.init_timeout());
         contain(|| {
             bindings
                 .weir_plugin_policy()
