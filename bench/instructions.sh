@@ -14,7 +14,7 @@
 # Usage: bench/instructions.sh [WEIR_BINARY...]
 #   default: this tree's release build ($CARGO_TARGET_DIR/release/weir).
 #   env N1, N2 (default 1000, 4000) requests; C (default 4) connections;
-#   NGINX=false leaves nginx out; WEIR_EXTRA: lines added to weir's config.
+#   WITH_NGINX=false leaves nginx out (nginx itself reads $NGINX); WEIR_EXTRA: lines added to weir's config.
 # Needs: valgrind, nginx-light, h2load (nghttp2-client), ss.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,7 +60,7 @@ per_request() { # label command...
 }
 echo "# $(date -u +%FT%TZ) $C connections, $N1 and $N2 requests, user-space instructions (callgrind)"
 printf "%-40s %12s\n" target "instr/request"
-[ "${NGINX:-true}" = false ] || per_request nginx nginx -c "$W/nginx.conf" -p "$W"
+[ "${WITH_NGINX:-true}" = false ] || per_request nginx nginx -c "$W/nginx.conf" -p "$W"
 for weir in "$@"; do
   per_request "$weir" "$weir" run --config "$W/weir.toml"
 done
