@@ -132,12 +132,12 @@ pub(crate) struct Home {
 
 impl Home {
     /// The connection idle again.
-    fn park(self, conn: Conn) {
+    fn park(&self, conn: Conn) {
         self.shared.park(self.addr, conn, &self.shared);
     }
 
     /// The connection is closed: its backend broke the framing.
-    fn poisoned(self, why: Malformed) {
+    fn poisoned(&self, why: Malformed) {
         self.shared.refused(self.addr, why);
     }
 }
@@ -359,11 +359,12 @@ impl H1Pool {
             // Unasked: the caller refuses it; the connection is closed.
             return response.map(|()| BackendBody::empty());
         }
-        let home = (keeps && head.keep_alive && !early).then(|| Home {
+        let home = Home {
             shared: self.shared.clone(),
             addr,
-        });
-        response.map(|()| BackendBody::h1(H1Body::new(conn, head.framing, home)))
+        };
+        let keep = keeps && head.keep_alive && !early;
+        response.map(|()| BackendBody::h1(H1Body::new(conn, head.framing, home, keep)))
     }
 
     /// A new connection to `addr`.

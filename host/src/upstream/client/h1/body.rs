@@ -38,15 +38,21 @@ pub enum H1BodyError {
 pub(crate) struct H1Body {
     conn: Option<Conn>,
     left: Left,
-    /// Where the connection goes back to at a clean end; none when it is
-    /// not to be reused.
-    home: Option<Home>,
+    /// Where the connection goes back to at a clean end, and where its
+    /// refusals are counted.
+    home: Home,
+    /// Whether both sides keep the connection after this response.
+    keep: bool,
+    /// A failure held back one poll, so that what came before it is
+    /// written out first (hyper's server writes a head with the body's
+    /// first frames, and would drop them with the failure).
+    failure: Option<H1BodyError>,
 }
 
 impl H1Body {
     /// The body framed as `framing` on `conn`; given back to `home` at its
-    /// end, at once when it has none.
-    pub(crate) fn new(conn: Conn, framing: Framing, home: Option<Home>) -> H1Body {
+    /// end if `keep`, at once when it has none.
+    pub(crate) fn new(conn: Conn, framing: Framing, home: Home, keep: bool) -> H1Body {
         let left = match framing {
             Framing::Empty | Framing::Length(0) => Left::Done,
             Framing::Length(n) => Left::Length(n),
@@ -57,6 +63,8 @@ impl H1Body {
             conn: Some(conn),
             left,
             home,
+            keep,
+            failure: None,
         };
         if left == Left::Done {
             body.ended();
@@ -69,22 +77,30 @@ impl H1Body {
     fn ended(&mut self) {
         self.left = Left::Done;
         let Some(conn) = self.conn.take() else { return };
-        match self.home.take() {
-            Some(home) if conn.buf.is_empty() => home.park(conn),
-            Some(home) => home.poisoned(Malformed::PastTheEnd),
-            None => {}
+        if !conn.buf.is_empty() {
+            self.home.poisoned(Malformed::PastTheEnd);
+        } else if self.keep {
+            self.home.park(conn);
         }
     }
 
-    fn fail(&mut self, error: H1BodyError) -> Poll<Option<Result<Frame<Bytes>, H1BodyError>>> {
+    /// The body failed: its connection closed, the failure told at the
+    /// next poll (woken at once).
+    fn fail(
+        &mut self,
+        error: H1BodyError,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1BodyError>>> {
         self.left = Left::Done;
         self.conn = None;
-        if let (Some(home), H1BodyError::Malformed(why)) = (self.home.take(), &error)
+        if let H1BodyError::Malformed(why) = &error
             && *why != Malformed::Truncated
         {
-            home.poisoned(*why);
+            self.home.poisoned(*why);
         }
-        Poll::Ready(Some(Err(error)))
+        self.failure = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// The body's next frame.
@@ -92,6 +108,9 @@ impl H1Body {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, H1BodyError>>> {
+        if let Some(failure) = self.failure.take() {
+            return Poll::Ready(Some(Err(failure)));
+        }
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
@@ -125,7 +144,7 @@ impl H1Body {
                         return Poll::Ready(None);
                     }
                     Ok(Step::More) => {}
-                    Err(why) => return self.fail(H1BodyError::Malformed(why)),
+                    Err(why) => return self.fail(H1BodyError::Malformed(why), cx),
                 },
                 Left::Length(_) | Left::Close => {}
             }
@@ -135,15 +154,18 @@ impl H1Body {
                     self.ended();
                     return Poll::Ready(None);
                 }
-                Ok(0) => return self.fail(H1BodyError::Malformed(Malformed::Truncated)),
+                Ok(0) => return self.fail(H1BodyError::Malformed(Malformed::Truncated), cx),
                 Ok(_) => {}
-                Err(error) => return self.fail(H1BodyError::Io(error)),
+                Err(error) => return self.fail(H1BodyError::Io(error), cx),
             }
         }
     }
 
     /// Whether nothing is left to read.
     pub(crate) fn is_end_stream(&self) -> bool {
+        if self.failure.is_some() {
+            return false;
+        }
         match self.left {
             Left::Done => true,
             Left::Chunked(state) => state.done(),

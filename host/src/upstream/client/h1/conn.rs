@@ -133,10 +133,22 @@ impl Conn {
         method: &Method,
         outgoing: Outgoing,
     ) -> Result<Answer, Failed> {
-        let early = self.send(outgoing).await.map_err(|error| Failed {
-            before_response: self.buf.is_empty(),
-            error,
-        })?;
+        // A write the backend refused (it answered and closed) still lets
+        // its answer be read; the write's error is told if none is there.
+        let mut refused_write = None;
+        let early = match self.send(outgoing).await {
+            Ok(early) => early,
+            Err(Error::Io(error)) => {
+                refused_write = Some(error);
+                true
+            }
+            Err(error) => {
+                return Err(Failed {
+                    before_response: self.buf.is_empty(),
+                    error,
+                });
+            }
+        };
         let mut informational = 0;
         let mut scanned = 0;
         loop {
@@ -161,22 +173,16 @@ impl Conn {
                 return Err(self.refused(Malformed::TooLarge));
             }
             scanned = self.buf.len();
-            let before = self.buf.is_empty() && informational == 0;
-            match self.fill().await {
-                Ok(0) => {
-                    return Err(Failed {
-                        error: Error::Closed,
-                        before_response: before,
-                    });
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    return Err(Failed {
-                        error: Error::Io(error),
-                        before_response: before,
-                    });
-                }
-            }
+            let before_response = self.buf.is_empty() && informational == 0;
+            let error = match self.fill().await {
+                Ok(0) => Error::Closed,
+                Ok(_) => continue,
+                Err(error) => Error::Io(error),
+            };
+            return Err(Failed {
+                error: refused_write.take().map_or(error, Error::Io),
+                before_response,
+            });
         }
     }
 

@@ -103,23 +103,28 @@ pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>,
         Some(0) => Version::HTTP_10,
         _ => return Err(Malformed::Syntax),
     };
-    // Where each value lies in the head, then the head split off: the
-    // values become slices of it, without a copy.
+    // Where each name and value lies in the head, then the head split
+    // off: the values become slices of it, without a copy.
     let base = buf.as_ptr() as usize;
-    let mut places: [(usize, usize); MAX_HEADERS] = [(0, 0); MAX_HEADERS];
-    let mut names = Vec::with_capacity(response.headers.len());
+    let mut places = [[0usize; 4]; MAX_HEADERS];
+    let count = response.headers.len();
     for (header, place) in response.headers.iter().zip(places.iter_mut()) {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).map_err(|_| Malformed::Syntax)?;
-        let at = header.value.as_ptr() as usize - base;
-        *place = (at, at + header.value.len());
-        names.push(name);
+        let name = header.name.as_ptr() as usize - base;
+        let value = header.value.as_ptr() as usize - base;
+        *place = [
+            name,
+            name + header.name.len(),
+            value,
+            value + header.value.len(),
+        ];
     }
-    let count = names.len();
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
-    for (name, &(from, to)) in names.into_iter().zip(&places[..count]) {
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(from..to)).map_err(|_| Malformed::Syntax)?;
+    for &[name_at, name_end, value_at, value_end] in &places[..count] {
+        let name =
+            HeaderName::from_bytes(&head[name_at..name_end]).map_err(|_| Malformed::Syntax)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
+            .map_err(|_| Malformed::Syntax)?;
         headers.append(name, value);
     }
     let framing = framing(status, version, &headers, method)?;
