@@ -10,8 +10,8 @@
 //!
 //! A request a pooled connection failed before any byte of a response
 //! arrived is sent once more on a new connection when it can be replayed:
-//! it had no body, or a body of at most [`BUFFERED_BODY`] bytes buffered
-//! before anything was sent. A streamed body is never sent twice.
+//! it had no body, or a body of at most [`BUFFERED_BODY`] bytes that was
+//! all there before anything was sent. A streamed body is never sent twice.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,7 +23,6 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body::Body;
-use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -44,8 +43,8 @@ use conn::{Conn, Outgoing};
 pub use parse::Malformed;
 pub use upgrade::{BackendUpgrade, take_upgrade};
 
-/// A request body of a known length up to this is read whole before the
-/// request goes out: sent with the head in one write, and replayable.
+/// A request body of a known length up to this, when all of it is there,
+/// is sent with the head in one write, and is replayable.
 pub const BUFFERED_BODY: u64 = 16 * 1024;
 
 /// The HTTP/1.1 connections of one upstream, by backend address.
@@ -287,11 +286,18 @@ impl H1Pool {
             body.is_end_stream(),
             body.size_hint().exact(),
         );
-        // A small body is read whole first: one write, and replayable.
+        // A small body already here is taken whole: one write, and
+        // replayable. What is not here yet is not waited for (the backend
+        // sees what came so far): it is streamed after what came.
+        let mut prefix = Bytes::new();
         let mut buffered = match framing {
-            encode::Framing::Length(n) if n <= BUFFERED_BODY => {
-                Some(Outgoing::Buffered(Some(collect(&mut body, n).await?)))
-            }
+            encode::Framing::Length(n) if n <= BUFFERED_BODY => match ready(&mut body, n).await? {
+                Ready::Whole(whole) => Some(Outgoing::Buffered(Some(whole))),
+                Ready::Part(part) => {
+                    prefix = part;
+                    None
+                }
+            },
             encode::Framing::Empty { .. } => Some(Outgoing::Buffered(None)),
             _ => None,
         };
@@ -310,7 +316,7 @@ impl H1Pool {
             let outgoing = match &buffered {
                 Some(Outgoing::Buffered(body)) => Outgoing::Buffered(body.clone()),
                 _ => match streamed.take() {
-                    Some(body) => Outgoing::Streamed(body, framing),
+                    Some(body) => Outgoing::Streamed(std::mem::take(&mut prefix), body, framing),
                     None => unreachable!("a streamed body is sent once"),
                 },
             };
@@ -391,12 +397,28 @@ fn upgrade_request(headers: &HeaderMap) -> bool {
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
 }
 
-/// The whole of a body of `length` bytes, read before sending.
-async fn collect(body: &mut UpstreamBody, length: u64) -> Result<Bytes, SendError> {
+/// What of a request body was there without waiting.
+enum Ready {
+    /// All of it.
+    Whole(Bytes),
+    /// The first part; the rest is to come.
+    Part(Bytes),
+}
+
+/// The frames of a body of `length` bytes that are ready now.
+async fn ready(body: &mut UpstreamBody, length: u64) -> Result<Ready, SendError> {
     let mut whole = BytesMut::new();
     let mut first: Option<Bytes> = None;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(SendError::Connection)?;
+    let ended = loop {
+        let next = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::pin::Pin::new(&mut *body).poll_frame(cx))
+        })
+        .await;
+        let frame = match next {
+            std::task::Poll::Pending => break false,
+            std::task::Poll::Ready(None) => break true,
+            std::task::Poll::Ready(Some(frame)) => frame.map_err(SendError::Connection)?,
+        };
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -408,15 +430,20 @@ async fn collect(body: &mut UpstreamBody, length: u64) -> Result<Bytes, SendErro
             }
             None => whole.extend_from_slice(&data),
         }
-        if (whole.len() + first.as_ref().map_or(0, Bytes::len)) as u64 > length {
-            break;
+        let seen = (whole.len() + first.as_ref().map_or(0, Bytes::len)) as u64;
+        if seen > length {
+            return Err(SendError::Connection(Box::new(conn::Error::BodyLength)));
         }
+        if seen == length && body.is_end_stream() {
+            break true;
+        }
+    };
+    let got = first.unwrap_or_else(|| whole.freeze());
+    match (ended, got.len() as u64 == length) {
+        (true, true) => Ok(Ready::Whole(got)),
+        (true, false) => Err(SendError::Connection(Box::new(conn::Error::BodyLength))),
+        (false, _) => Ok(Ready::Part(got)),
     }
-    let whole = first.unwrap_or_else(|| whole.freeze());
-    if whole.len() as u64 != length {
-        return Err(SendError::Connection(Box::new(conn::Error::BodyLength)));
-    }
-    Ok(whole)
 }
 
 #[cfg(test)]

@@ -74,8 +74,9 @@ pub(crate) struct Answer {
 pub(crate) enum Outgoing {
     /// Nothing, or all of it buffered: written with the head.
     Buffered(Option<Bytes>),
-    /// Streamed from the client, framed as `Framing`.
-    Streamed(UpstreamBody, Framing),
+    /// Streamed from the client, framed as `Framing`, after the part of
+    /// it already taken.
+    Streamed(Bytes, UpstreamBody, Framing),
 }
 
 impl Conn {
@@ -202,7 +203,9 @@ impl Conn {
                 let body = body.unwrap_or_default();
                 self.write(&[&head, &body[..]]).await
             }
-            Outgoing::Streamed(body, framing) => self.stream(&head, body, framing).await,
+            Outgoing::Streamed(prefix, body, framing) => {
+                self.stream(&head, prefix, body, framing).await
+            }
         };
         self.head = head;
         if let Ok(false) = sent {
@@ -216,16 +219,21 @@ impl Conn {
     async fn stream(
         &mut self,
         head: &[u8],
+        prefix: Bytes,
         mut body: UpstreamBody,
         framing: Framing,
     ) -> Result<bool, Error> {
-        if self.write(&[head]).await? {
-            return Ok(true);
-        }
+        // A prefix comes only with a length (it was to be buffered).
         let mut left = match framing {
-            Framing::Length(n) => Some(n),
+            Framing::Length(n) => Some(
+                n.checked_sub(prefix.len() as u64)
+                    .ok_or(Error::BodyLength)?,
+            ),
             _ => None,
         };
+        if self.write(&[head, &prefix]).await? {
+            return Ok(true);
+        }
         loop {
             let frame = match self.next_frame(&mut body).await? {
                 Next::Early => return Ok(true),
