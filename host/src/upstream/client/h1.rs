@@ -332,7 +332,7 @@ impl H1Pool {
                     if let conn::Error::Malformed(why) = failed.error {
                         self.shared.refused(addr, why);
                     }
-                    return Err(SendError::Connection(Box::new(failed.error)));
+                    return Err(SendError::connection(Box::new(failed.error)));
                 }
             }
         };
