@@ -4,9 +4,13 @@
 //! keep-alive connections (with `Connection: close` or silently), a backend
 //! dying mid-response, one answering before reading the request body, 100
 //! requests at once, TLS reuse, and hostile backends (oversized headers,
-//! garbage, a flood of 1xx responses).
+//! garbage, a flood of 1xx responses); `codec.rs` has the hostile backends
+//! of weir's own HTTP/1.1 codec.
 
 mod support;
+
+#[path = "upstream_pool/codec.rs"]
+mod codec;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -373,8 +377,8 @@ async fn a_tls_upstream_reuses_its_connection() {
     );
 }
 
-/// The backend's answer fails with 502 (or 504, `request_timeout_ms`
-/// passing first) and its connection is not kept.
+/// The backend's answer fails with `status` and its connection is not
+/// kept.
 async fn hostile(mode: Mode, status: u16) {
     let bad = RawBackend::start(mode).await;
     let proxy = proxy(&[bad.addr], "request_timeout_ms = 2000").await;
@@ -401,7 +405,9 @@ async fn a_garbage_response_is_a_502() {
     hostile(Mode::Garbage, 502).await;
 }
 
+/// Hyper's client skipped 1xx responses without a bound, so a flood ran
+/// to the request timeout (504); weir's codec takes at most 32 (502).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flood_of_1xx_responses_ends_at_the_request_timeout() {
-    hostile(Mode::InfoFlood, 504).await;
+async fn a_flood_of_1xx_responses_is_a_502_at_its_bound() {
+    hostile(Mode::InfoFlood, 502).await;
 }

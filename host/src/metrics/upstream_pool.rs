@@ -1,6 +1,7 @@
 //! HTTP/1.1 upstreams' connection pools in `/metrics`: connections open,
-//! idle and opened, requests on reused connections, failed dials, and
-//! requests re-sent after a pooled connection closed before taking them.
+//! idle and opened, requests on reused connections, failed dials,
+//! requests re-sent after a pooled connection failed before answering, and
+//! responses refused.
 
 use std::sync::Arc;
 
@@ -51,8 +52,14 @@ pub(super) fn families(out: &mut String, upstreams: &[(&String, &Arc<Upstream>)]
         (
             "weir_upstream_requests_resent_total",
             "counter",
-            "Requests a pooled HTTP/1.1 connection closed before taking, sent again on a new connection.",
+            "Requests a pooled HTTP/1.1 connection failed before any response byte, sent again on a new connection.",
             |s| s.resent,
+        ),
+        (
+            "weir_upstream_responses_refused_total",
+            "counter",
+            "HTTP/1.1 backend responses refused and their connections closed: framing that reads two ways, malformed chunks, an oversized head, a 1xx flood, bytes past the body's end.",
+            |s| s.refused,
         ),
     ] {
         family(out, name, kind, help, &pools, |s| value(s).to_string());

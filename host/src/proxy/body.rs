@@ -13,7 +13,7 @@ use super::log::RequestLog;
 use crate::upstream::{BackendBody, InFlight};
 
 /// Body type of every response weir sends to clients.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, crate::upstream::BodyError>;
 
 /// A backend's response body, streamed frame by frame; the request counts as
 /// in flight until the body ends or is dropped, and its access log line is
@@ -52,12 +52,12 @@ impl Drop for TrackedBody {
 
 impl Body for TrackedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::upstream::BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
         match &poll {
             Poll::Ready(Some(Ok(frame))) => {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, watch};
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::log::RequestLog;
 use crate::access_log::TunnelFacts;
 use crate::backend::{Backend, InFlight, TunnelEnd};
+use crate::upstream::BackendUpgrade;
 
 /// Every open tunnel of one server, so shutdown can tell them and wait for
 /// them: they outlive the client connections they came on.
@@ -96,7 +97,7 @@ pub(crate) struct Tunnel {
     /// The client's side, once hyper has sent it the `101`.
     pub(crate) client: OnUpgrade,
     /// The backend's side.
-    pub(crate) backend: OnUpgrade,
+    pub(crate) backend: BackendUpgrade,
     /// The backend, for its counters and its drain.
     pub(crate) to: Arc<Backend>,
     /// Counts the tunnel in flight for its backend until it ends.
@@ -160,7 +161,7 @@ async fn carry(
     to: &Backend,
     tunnels: &Tunnels,
     Timing { idle, grace }: Timing,
-    (client, backend): (OnUpgrade, OnUpgrade),
+    (client, backend): (OnUpgrade, BackendUpgrade),
     meter: &Meter,
 ) -> TunnelEnd {
     let mut closing = tunnels.closing.subscribe();
@@ -175,10 +176,9 @@ async fn carry(
     };
     let stats = &to.stats.tunnels;
     let tunnel = async {
-        let sides = tokio::time::timeout(idle, async { tokio::join!(client, backend) });
-        let (client, backend) = match sides.await {
-            Ok((Ok(client), Ok(backend))) => (client, backend),
-            Ok((Err(error), _) | (_, Err(error))) => {
+        let client = match tokio::time::timeout(idle, client).await {
+            Ok(Ok(client)) => TokioIo::new(client),
+            Ok(Err(error)) => {
                 tracing::debug!(backend = to.name, "tunnel not opened: {error}");
                 return TunnelEnd::Error;
             }
@@ -285,22 +285,22 @@ impl Meter {
 
 /// One side of a tunnel, its reads counted into the tunnel's [`Meter`] and
 /// its backend's byte counters.
-struct Metered<'a> {
-    inner: TokioIo<Upgraded>,
+struct Metered<'a, T> {
+    inner: T,
     meter: &'a Meter,
     side: Side,
     stats: &'a crate::backend::TunnelStats,
 }
 
-impl<'a> Metered<'a> {
+impl<'a, T> Metered<'a, T> {
     fn new(
-        inner: Upgraded,
+        inner: T,
         meter: &'a Meter,
         side: Side,
         stats: &'a crate::backend::TunnelStats,
-    ) -> Metered<'a> {
+    ) -> Metered<'a, T> {
         Metered {
-            inner: TokioIo::new(inner),
+            inner,
             meter,
             side,
             stats,
@@ -308,7 +308,7 @@ impl<'a> Metered<'a> {
     }
 }
 
-impl AsyncRead for Metered<'_> {
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<'_, T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -329,7 +329,7 @@ impl AsyncRead for Metered<'_> {
     }
 }
 
-impl AsyncWrite for Metered<'_> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<'_, T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

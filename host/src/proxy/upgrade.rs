@@ -125,7 +125,13 @@ pub(super) async fn open(
             "a protocol the client did not offer",
         ));
     };
-    let backend_side = hyper::upgrade::on(&mut response);
+    let Some(backend_side) = crate::upstream::take_upgrade(&mut response) else {
+        return Err(bad_switch(
+            &upstream,
+            &chosen.backend,
+            "a switch without its connection",
+        ));
+    };
     let (mut head, _) = response.into_parts();
     headers::remove_hop_by_hop(&mut head.headers);
     for (name, value) in chosen.response_headers {

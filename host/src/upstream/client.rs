@@ -1,7 +1,7 @@
 //! The client an upstream reaches its backends with: a pool over a
 //! [`Connector`] (TCP, then TLS for an upstream with a `tls` table), built
-//! from the upstream's protocol settings: weir's keep-alive pool
-//! (`http1.rs`) for HTTP/1.1, its multiplexing pool (`h2.rs`) for HTTP/2.
+//! from the upstream's protocol settings: weir's keep-alive pool over its
+//! own codec (`h1.rs`) for HTTP/1.1, its multiplexing pool (`h2.rs`) for HTTP/2.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +18,12 @@ use crate::tls::client::ClientTls;
 
 mod body;
 mod error;
+mod h1;
 mod h2;
-mod http1;
-pub use body::BackendBody;
+pub use body::{BackendBody, BodyError};
 pub use error::SendError;
+pub use h1::{BackendUpgrade, H1Stats, take_upgrade};
 pub use h2::H2Stats;
-pub use http1::H1Stats;
 
 /// The protocol weir speaks to an upstream's backends.
 pub use crate::config::UpstreamProtocol as Protocol;
@@ -46,7 +46,7 @@ impl Protocol {
 /// The connections of one upstream.
 #[derive(Clone)]
 enum Pool {
-    Http1(Arc<http1::H1Pool>),
+    Http1(Arc<h1::H1Pool>),
     H2(Arc<h2::H2Pool>),
 }
 
@@ -138,7 +138,7 @@ impl UpstreamClient {
             );
             Pool::H2(Arc::new(h2))
         } else {
-            Pool::Http1(Arc::new(http1::H1Pool::new(
+            Pool::Http1(Arc::new(h1::H1Pool::new(
                 connector,
                 settings.max_idle_per_backend,
                 settings.idle_timeout,

@@ -212,3 +212,63 @@ impl Write for BackendStream {
         }
     }
 }
+
+/// The stream under either kind, for weir's own HTTP/1.1 codec, which
+/// reads and writes it with tokio's traits.
+macro_rules! inner {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self.get_mut() {
+            BackendStream::Plain(s) => {
+                let $s = Pin::new(s.inner_mut());
+                $call
+            }
+            BackendStream::Tls(s) => {
+                let $s = Pin::new(s.inner_mut());
+                $call
+            }
+        }
+    };
+}
+
+impl tokio::io::AsyncRead for BackendStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        inner!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for BackendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        inner!(self, s => s.poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        inner!(self, s => s.poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        inner!(self, s => s.poll_shutdown(cx))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        inner!(self, s => s.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            BackendStream::Plain(s) => s.inner().is_write_vectored(),
+            BackendStream::Tls(s) => s.inner().is_write_vectored(),
+        }
+    }
+}

@@ -45,7 +45,10 @@ pub use crate::policy::{ChosenBy, Policy, PolicyError};
 pub use admin::{AdminError, InvalidChange, NewBackend};
 pub use balancer::PluginBalancer;
 pub use choose::{ASKS, Choice};
-pub use client::{BackendBody, H1Stats, H2Stats, Protocol, SendError, UpstreamClient};
+pub use client::{
+    BackendBody, BackendUpgrade, BodyError, H1Stats, H2Stats, Protocol, SendError, UpstreamClient,
+    take_upgrade,
+};
 pub use connector::{BackendStream, ConnectError, Origination};
 pub use fallback::RoundRobin;
 pub use retry::RetryBudget;

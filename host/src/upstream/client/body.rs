@@ -1,6 +1,7 @@
-//! The body of a backend's response: hyper's, holding its HTTP/2 stream's
-//! place on a shared connection until it ends or is dropped, or its
-//! HTTP/1.1 connection until it ends (then back to the pool).
+//! The body of a backend's response: on HTTP/2 hyper's, holding its
+//! stream's place on a shared connection until it ends or is dropped; on
+//! HTTP/1.1 weir's own codec's, holding its connection until it ends (then
+//! back to the pool).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,8 +10,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::h1::H1Body;
 use super::h2::Stream;
-use super::http1::Lent;
+
+/// Why a backend's response body failed: hyper's error (HTTP/2), or the
+/// HTTP/1.1 codec's ([`super::h1::H1BodyError`]).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A backend's response body, frame by frame (data, then trailers). On an
 /// HTTP/2 upstream it counts as one of its connection's streams until it
@@ -18,39 +23,40 @@ use super::http1::Lent;
 /// on HTTP/1.1 its connection goes back to the pool when it ends, and is
 /// closed when it fails or is dropped before its end.
 pub struct BackendBody {
-    inner: Incoming,
-    stream: Option<Stream>,
-    lent: Option<Lent>,
+    inner: Inner,
+}
+
+enum Inner {
+    H2 {
+        body: Incoming,
+        stream: Option<Stream>,
+    },
+    H1(H1Body),
+    Empty,
 }
 
 impl BackendBody {
-    /// An HTTP/1.1 body: its connection, if `lent` (kept alive), goes
-    /// back to the pool when it ends; at once when it is empty.
-    pub(super) fn http1(inner: Incoming, lent: Option<Lent>) -> BackendBody {
-        let mut body = BackendBody {
-            inner,
-            stream: None,
-            lent,
-        };
-        body.ended_if_at_end();
-        body
+    /// An HTTP/1.1 body.
+    pub(super) fn h1(body: H1Body) -> BackendBody {
+        BackendBody {
+            inner: Inner::H1(body),
+        }
     }
 
-    /// Gives the HTTP/1.1 connection back when nothing is left to read.
-    fn ended_if_at_end(&mut self) {
-        if self.inner.is_end_stream()
-            && let Some(lent) = self.lent.take()
-        {
-            lent.give_back();
+    /// No body (a `101`).
+    pub(super) fn empty() -> BackendBody {
+        BackendBody {
+            inner: Inner::Empty,
         }
     }
 
     /// An HTTP/2 body, keeping `stream`'s place until it ends.
-    pub(super) fn h2(inner: Incoming, stream: Stream) -> BackendBody {
+    pub(super) fn h2(body: Incoming, stream: Stream) -> BackendBody {
         BackendBody {
-            inner,
-            stream: Some(stream),
-            lent: None,
+            inner: Inner::H2 {
+                body,
+                stream: Some(stream),
+            },
         }
     }
 }
@@ -58,43 +64,45 @@ impl BackendBody {
 impl std::fmt::Debug for BackendBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BackendBody")
-            .field("h2", &self.stream.is_some())
+            .field("h2", &matches!(self.inner, Inner::H2 { .. }))
             .finish()
     }
 }
 
 impl Body for BackendBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let poll = Pin::new(&mut self.inner).poll_frame(cx);
-        match &poll {
-            Poll::Ready(Some(Err(_))) => {
-                // Failed mid-body: the connection is not given back.
-                self.stream.take();
-                self.lent.take();
-            }
-            Poll::Ready(None) => {
-                self.stream.take();
-                if let Some(lent) = self.lent.take() {
-                    lent.give_back();
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match &mut self.inner {
+            Inner::H1(body) => body.poll_frame(cx).map_err(Into::into),
+            Inner::Empty => Poll::Ready(None),
+            Inner::H2 { body, stream } => {
+                let poll = Pin::new(body).poll_frame(cx);
+                if let Poll::Ready(None | Some(Err(_))) = &poll {
+                    stream.take();
                 }
+                poll.map_err(Into::into)
             }
-            Poll::Ready(Some(Ok(_))) => self.ended_if_at_end(),
-            Poll::Pending => {}
         }
-        poll
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Inner::H1(body) => body.is_end_stream(),
+            Inner::Empty => true,
+            Inner::H2 { body, .. } => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::H1(body) => body.size_hint(),
+            Inner::Empty => SizeHint::with_exact(0),
+            Inner::H2 { body, .. } => body.size_hint(),
+        }
     }
 }

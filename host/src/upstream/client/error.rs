@@ -73,6 +73,12 @@ impl From<hyper::Error> for SendError {
 }
 
 impl SendError {
+    /// A failure on an open connection (weir's HTTP/1.1 codec's): a TLS
+    /// failure in its chain (an alert after the handshake) is told as one.
+    pub(super) fn connection(error: Cause) -> SendError {
+        SendError::classify(error, false)
+    }
+
     /// The kind of `error` from its chain: a TLS failure anywhere in it,
     /// else a timeout, else `connect` tells a failed connect from a failed
     /// connection.
