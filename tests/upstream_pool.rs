@@ -56,6 +56,15 @@ struct RawBackend {
 
 impl RawBackend {
     async fn start(mode: Mode) -> RawBackend {
+        RawBackend::serving(move |stream, n| serve(stream, n, mode)).await
+    }
+
+    /// A backend whose connection `n` (from 0) is served by `serve`.
+    async fn serving<F, Fut>(serve: F) -> RawBackend
+    where
+        F: Fn(TcpStream, u64) -> Fut + Copy + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (accepted, open) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -66,7 +75,7 @@ impl RawBackend {
                 let opened = opened.clone();
                 opened.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
-                    serve(stream, n, mode).await;
+                    serve(stream, n).await;
                     opened.fetch_sub(1, Ordering::Relaxed);
                 });
             }

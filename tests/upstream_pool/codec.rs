@@ -4,17 +4,15 @@
 //! body, a backend closing between requests, a head trickled byte by byte,
 //! bodies that must not be read (HEAD, 304) and one that runs to the close.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use super::{metric, proxy, read_body, read_head};
+use super::{RawBackend, metric, proxy, read_body, read_head};
 use crate::support::{client, get, wait_for};
 
 /// What a scripted backend does after reading a request's head.
@@ -51,46 +49,11 @@ type Script = fn(u64, u64, &str) -> Option<Reply>;
 
 /// A backend answering request `n` (from 1) of connection `conn` (from 0)
 /// with `script(conn, n, head)`; `None` closes the connection unanswered.
-struct Scripted {
-    addr: SocketAddr,
-    accepted: Arc<AtomicU64>,
-    open: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
+struct Scripted;
 
 impl Scripted {
-    async fn start(script: Script) -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (accepted, open) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (count, opened) = (accepted.clone(), open.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let conn = count.fetch_add(1, Ordering::Relaxed);
-                let opened = opened.clone();
-                opened.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(async move {
-                    run(stream, conn, script).await;
-                    opened.fetch_sub(1, Ordering::Relaxed);
-                });
-            }
-        });
-        Scripted {
-            addr,
-            accepted,
-            open,
-            task,
-        }
-    }
-
-    fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
+    async fn start(script: Script) -> RawBackend {
+        RawBackend::serving(move |stream, conn| run(stream, conn, script)).await
     }
 }
 
