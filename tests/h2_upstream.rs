@@ -307,7 +307,11 @@ async fn after_a_goaway_requests_go_on_a_new_connection() {
         let (status, body) = get(&client, &format!("{}/", proxy.url)).await;
         assert_eq!(status, 200, "request {i}: {body}");
     }
-    assert!(backend.opened() >= 6, "{} connections", backend.opened());
+    // hyper's graceful shutdown is two GOAWAYs a PING apart: the first
+    // names the highest stream id, so a request the proxy sends before it
+    // arrives is still served there. Each connection serves five requests
+    // and may serve a few more, never many: 30 need at least three.
+    assert!(backend.opened() >= 3, "{} connections", backend.opened());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -121,13 +121,14 @@ impl Workspace {
     }
 
     /// `cargo xtask test` and `ci`: the workspace's tests, with the plugins
-    /// built and their directory in `WEIR_PLUGIN_DIR`.
+    /// built and their directory in `WEIR_PLUGIN_DIR`. Every test binary
+    /// runs even after one fails, so one run reports every failure.
     fn test(&self, args: &[OsString]) -> Result<ExitCode, Error> {
         self.install_toolchains()?;
         let dir = self.build_plugins(Languages::All)?;
         let mut command = self.cargo();
         command
-            .args(["test", "--release", "--workspace"])
+            .args(["test", "--release", "--workspace", "--no-fail-fast"])
             .args(args)
             .env("WEIR_PLUGIN_DIR", &dir);
         run(command)
