@@ -404,8 +404,11 @@ fn trailer_lines(trailers: &HeaderMap) -> Vec<u8> {
 /// trickled byte by byte from costing quadratic time.
 fn head_may_end(buf: &[u8], scanned: usize) -> bool {
     let from = scanned.saturating_sub(3);
+    // One pass, stopping at the head's end: two `windows` scans went over
+    // the whole buffer, the body that came with the head included.
     buf.get(from..).is_some_and(|tail| {
-        tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+        memchr::memchr_iter(b'\n', tail)
+            .any(|at| matches!(&tail[at + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
     })
 }
 
@@ -414,9 +417,14 @@ fn head_may_end(buf: &[u8], scanned: usize) -> bool {
 fn final_head_buffered(buf: &[u8]) -> bool {
     let mut at = 0;
     for _ in 0..=MAX_INFORMATIONAL {
-        let mut slots = [httparse::EMPTY_HEADER; parse::MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut slots);
-        match response.parse(&buf[at..]) {
+        let mut slots = [const { std::mem::MaybeUninit::uninit() }; parse::MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            &buf[at..],
+            &mut slots,
+        );
+        match parsed {
             Ok(httparse::Status::Complete(len)) => match response.code {
                 Some(code) if (100..200).contains(&code) && code != 101 => at += len,
                 _ => return true,
