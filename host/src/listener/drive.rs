@@ -16,7 +16,7 @@ use super::{CLOSE_GRACE, Refusal, Watch};
 /// spell hibernation was asked in.
 pub(super) async fn drive<C: Serving + ?Sized>(
     mut connection: Pin<&mut C>,
-    watch: &Watch<'_>,
+    watch: &Watch,
     shutdown: &mut watch::Receiver<bool>,
     clock: &mut Clock,
 ) -> Option<Ended> {
@@ -56,7 +56,7 @@ pub(super) async fn drive<C: Serving + ?Sized>(
 }
 
 /// Counts and logs how a connection ended, if with an error.
-pub(super) fn ended(ended: Option<Ended>, watch: &Watch<'_>) {
+pub(super) fn ended(ended: Option<Ended>, watch: &Watch) {
     if let Some(Err(error)) = ended {
         if let Some(refusal) = refusal_of(&*error) {
             watch.count(refusal);

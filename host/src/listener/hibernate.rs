@@ -17,13 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::Refusal;
 use super::activity::Activity;
 use super::clock::{Clock, Expiry};
+use super::spells::Resting;
 use super::watched::Watched;
-use super::{Refusal, Watch};
 
 /// How long an HTTP/1.1 connection idles before it hibernates: long
 /// against the gaps between a busy client's requests (microseconds on a
@@ -83,18 +83,26 @@ pub(super) fn due(activity: &Activity, clock: Clock) -> (Instant, Expiry) {
         .unwrap_or((Instant::now() + clock.idle, Expiry::Idle))
 }
 
-/// Holds a hibernated connection, its stream's `socket`, until its client
-/// sends something (or closes): true, serve it again; false if it is to
-/// be dropped instead (at `due`, [`due`]'s deadline, or at shutdown).
-pub(super) async fn sleep(
-    socket: &TcpStream,
-    watch: &Watch<'_>,
-    shutdown: &mut watch::Receiver<bool>,
-    (deadline, expiry): (Instant, Expiry),
-) -> bool {
+/// Holds a hibernated connection until its client sends something (or
+/// closes): true, serve it again; false if it is to be dropped instead
+/// (at [`due`]'s deadline, or at shutdown). One borrow of the connection's
+/// state, not one of each part, so that the wait holds as little as it
+/// can (it is what each hibernated connection holds, with that state).
+pub(super) async fn sleep<IO: 'static, S>(resting: &mut Resting<IO, S>) -> bool {
+    let (deadline, expiry) = due(&resting.watch.activity, resting.clock());
+    let Resting {
+        stream,
+        watch,
+        shutdown,
+        ..
+    } = resting;
+    let Some(socket) = socket(stream) else {
+        return true;
+    };
     let _asleep = Asleep::new();
     tokio::select! {
-        ready = socket.readable() => ready.is_ok(),
+        // Polled in place: `readable()` would hold a 152-byte future.
+        ready = std::future::poll_fn(|cx| socket.poll_read_ready(cx)) => ready.is_ok(),
         _ = tokio::time::sleep_until(deadline) => {
             let refusal = match expiry {
                 Expiry::Header => Refusal::HeaderTimeout,

@@ -13,19 +13,18 @@ mod framing;
 mod hibernate;
 mod serving;
 mod sniff;
+mod spells;
 mod tls;
 mod watched;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -41,7 +40,6 @@ use crate::proxy::{ProxyBody, Refusal, RefusedRequests};
 use activity::Activity;
 use clock::Clock;
 use close::EveryFewSeconds;
-use serving::Builders;
 use watched::Watched;
 
 /// HTTP/2 streams a client may reset before weir accepts them, before the
@@ -65,12 +63,9 @@ pub struct Serve<A, H> {
     pub handler: H,
     /// HTTP/1.1 only, whatever the connection could do (the admin API).
     pub http1_only: bool,
-    /// The listener's limits: head size (over it 431), header read and
-    /// idle timeouts, connections, HTTP/2 streams.
-    pub limits: FrontLimits,
-    /// Where the refusals and closes the limits cause are counted, if
-    /// anywhere.
-    pub refused: Option<Arc<RefusedRequests>>,
+    /// Its limits and where what they refuse is counted, shared by its
+    /// connections.
+    front: Arc<Front>,
     /// The listener's `max_connections` slots, shared by the accept loops
     /// of all its copies (one per worker).
     slots: Arc<Semaphore>,
@@ -88,8 +83,7 @@ impl<H> Serve<PlainTcp, H> {
             acceptor: PlainTcp,
             handler,
             http1_only,
-            limits,
-            refused,
+            front: Arc::new(Front { limits, refused }),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
         }
     }
@@ -102,11 +96,19 @@ impl<A, H> Serve<A, H> {
             acceptor,
             handler: self.handler,
             http1_only: self.http1_only,
-            limits: self.limits,
-            refused: self.refused,
+            front: self.front,
             slots: self.slots,
         }
     }
+}
+
+/// A listener's limits: head size (over it 431), header read and idle
+/// timeouts, connections, HTTP/2 streams; and where the refusals and
+/// closes they cause are counted, if anywhere. One per listener, so that
+/// a connection holds a pointer to them, not a copy.
+struct Front {
+    limits: FrontLimits,
+    refused: Option<Arc<RefusedRequests>>,
 }
 
 /// Accepts connections on `listener` and serves them with `serve` until
@@ -133,14 +135,14 @@ pub async fn accept_loop<A, H, F>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
                     let Ok(slot) = serve.slots.clone().try_acquire_owned() else {
-                        if let Some(refused) = &serve.refused {
+                        if let Some(refused) = &serve.front.refused {
                             refused.count(Refusal::MaxConnections);
                         }
                         if let Some(dropped) = over_limit.due() {
                             tracing::warn!(
                                 listener = ?local,
                                 %client,
-                                max_connections = serve.limits.max_connections,
+                                max_connections = serve.front.limits.max_connections,
                                 also_refused = dropped,
                                 "connection refused: the listener is at max_connections"
                             );
@@ -168,175 +170,77 @@ pub async fn accept_loop<A, H, F>(
 
 /// One client connection: the acceptor's part, then HTTP until it closes or
 /// shutdown asks it to finish. It holds its listener `slot` throughout.
-async fn connection<A, H, F>(
+/// The task is its [`spells::Spells`]: the first of them does all this up
+/// to the connection's first hibernation.
+fn connection<A, H, F>(
     tcp: tokio::net::TcpStream,
     info: ConnectionInfo,
     serve: Arc<Serve<A, H>>,
     shutdown: watch::Receiver<bool>,
     slot: OwnedSemaphorePermit,
-) where
+) -> impl Future<Output = ()> + Send + 'static
+where
     A: Acceptor,
     H: Fn(Request<Incoming>, Arc<ConnectionInfo>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let client = info.client;
-    let (stream, info) = match serve.acceptor.accept(tcp, info).await {
-        Ok(accepted) => accepted,
-        Err(error) => {
-            tracing::debug!(%client, %error, "connection refused by its acceptor");
-            return;
-        }
-    };
-    let protocols = if serve.http1_only {
-        Protocols::Http1
-    } else {
-        info.protocols()
-    };
-    let info = Arc::new(info);
-    let activity = Activity::new(Clock::new(&serve.limits).floor());
-    let handler = serve.handler.clone();
-    let requests = activity.clone();
-    let service = service_fn(move |request| {
-        let request_open = requests.begin(framing::body_framing(&request));
-        let answer = handler(request, info.clone());
-        async move {
-            let response = answer.await;
-            Ok::<_, Infallible>(response.map(|body| request_open.answered(body)))
-        }
-    });
-    // The stream holds the slot: an upgraded connection (a tunnel) keeps
-    // it after HTTP is done with the connection.
-    let stream = Watched::new(stream, activity.clone(), slot);
-    let watch = Watch {
-        activity,
-        client,
-        limits: serve.limits,
-        refused: serve.refused.as_deref(),
-    };
-    serve_http(stream, service, protocols, watch, shutdown).await;
+    spells::Spells::new(async move {
+        let client = info.client;
+        let (stream, info) = match serve.acceptor.accept(tcp, info).await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::debug!(%client, %error, "connection refused by its acceptor");
+                return None;
+            }
+        };
+        let protocols = if serve.http1_only {
+            Protocols::Http1
+        } else {
+            info.protocols()
+        };
+        let info = Arc::new(info);
+        let activity = Activity::new(Clock::new(&serve.front.limits).floor());
+        let handler = serve.handler.clone();
+        let requests = activity.clone();
+        let service = service_fn(move |request| {
+            let request_open = requests.begin(framing::body_framing(&request));
+            let answer = handler(request, info.clone());
+            async move {
+                let response = answer.await;
+                Ok::<_, Infallible>(response.map(|body| request_open.answered(body)))
+            }
+        });
+        // The stream holds the slot: an upgraded connection (a tunnel) keeps
+        // it after HTTP is done with the connection.
+        let stream = Watched::new(stream, activity.clone(), slot);
+        let watch = Watch {
+            activity,
+            client,
+            front: serve.front.clone(),
+        };
+        drop(serve);
+        spells::first(stream, service, protocols, watch, shutdown).await
+    })
 }
 
 /// What a connection is watched with: its activity, for its timeouts and
 /// flood check, and where what they close is counted.
-struct Watch<'a> {
+struct Watch {
     activity: Arc<Activity>,
     client: SocketAddr,
-    limits: FrontLimits,
-    refused: Option<&'a RefusedRequests>,
+    front: Arc<Front>,
 }
 
-impl Watch<'_> {
+impl Watch {
+    fn limits(&self) -> &FrontLimits {
+        &self.front.limits
+    }
+
     fn count(&self, refusal: Refusal) {
-        if let Some(refused) = self.refused {
+        if let Some(refused) = &self.front.refused {
             refused.count(refusal);
         }
     }
-}
-
-/// Serves HTTP on `stream` until it closes, its clock or flood check
-/// closes it, or `shutdown` fires. A plain-HTTP client's protocol is
-/// sniffed from its first bytes; an HTTP/1.1 connection over plain TCP
-/// hibernates between requests (see [`hibernate`]).
-async fn serve_http<S, IO>(
-    mut stream: Watched<IO>,
-    service: S,
-    protocols: Protocols,
-    watch: Watch<'_>,
-    mut shutdown: watch::Receiver<bool>,
-) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = Response<ProxyBody>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let mut clock = Clock::new(&watch.limits);
-    let protocols = match protocols {
-        // Boxed, as the driving below is: the task holds only what a
-        // hibernated connection needs; an awake one allocates the rest.
-        Protocols::Auto => {
-            let sniffing = Box::pin(sniff::protocol(&mut stream, &watch, &mut shutdown, clock));
-            match sniffing.await {
-                Some(protocols) => protocols,
-                None => return,
-            }
-        }
-        protocols => protocols,
-    };
-    if protocols == Protocols::Http2 {
-        let mut connection = Builders::with(&watch.limits, |b| b.http2(stream, service));
-        let driving = Box::pin(drive::drive(
-            Pin::new(&mut connection),
-            &watch,
-            &mut shutdown,
-            &mut clock,
-        ));
-        drive::ended(driving.await, &watch);
-        return;
-    }
-    let hibernates = hibernate::socket(&stream).is_some();
-    if hibernates {
-        stream.frame();
-        clock.hibernate = Some(hibernate::HIBERNATE_AFTER);
-    }
-    let mut service = service;
-    loop {
-        // Scoped, so that what only an awake connection holds is not kept
-        // in the task through the sleep.
-        {
-            let mut connection = Builders::with(&watch.limits, |b| b.http1(stream, service));
-            // Built in its own statement: a temporary would be kept in
-            // the task across the await.
-            let driving = Box::pin(drive::drive(
-                Pin::new(&mut connection),
-                &watch,
-                &mut shutdown,
-                &mut clock,
-            ));
-            let ended = driving.await;
-            if !hibernates || !matches!(ended, Some(Ok(()))) {
-                return drive::ended(ended, &watch);
-            }
-            match taken_back(connection) {
-                Some((back, again)) => (stream, service) = (back, again),
-                None => return,
-            }
-        }
-        let Some(socket) = hibernate::socket(&stream) else {
-            continue;
-        };
-        let due = hibernate::due(&watch.activity, clock);
-        if !hibernate::sleep(socket, &watch, &mut shutdown, due).await {
-            return;
-        }
-    }
-}
-
-/// The stream and the service of a hyper connection that ended cleanly
-/// to hibernate; none if it ended otherwise (the client closed it, or it
-/// switched protocols: its stream lives on in the proxy's tunnel, without
-/// this clock, as tunnels keep their own idle timeout).
-fn taken_back<IO, S>(
-    connection: serving::Http1<hyper_util::rt::TokioIo<Watched<IO>>, S>,
-) -> Option<(Watched<IO>, S)>
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let parts = connection.into_parts()?;
-    let mut stream = parts.io.into_inner();
-    if !stream.take_hibernated() {
-        return None;
-    }
-    // Empty, but it shares hyper's 8 KiB read buffer: not kept.
-    let unused = parts.read_buf;
-    stream.unread(&unused);
-    drop(unused);
-    Some((stream, parts.service))
 }
 
 #[cfg(test)]
@@ -406,46 +310,6 @@ mod tests {
             .await
             .expect("the loop stops at shutdown")
             .unwrap();
-    }
-
-    /// What a hibernated connection's task holds, printed for BENCHMARKS
-    /// section 10 (`cargo test -p weir --lib sizes -- --nocapture`), and
-    /// bounded so that what only an awake connection needs stays boxed.
-    #[tokio::test]
-    async fn sizes_of_what_a_hibernated_connection_holds() {
-        let (listener, local) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let tcp = tokio::net::TcpStream::connect(local).await.unwrap();
-        let (accepted, client) = listener.accept().await.unwrap();
-        let handler = |_request, _conn| async { crate::proxy::text(http::StatusCode::OK, "") };
-        let serve = Arc::new(Serve::new(handler, false, FrontLimits::default(), None));
-        let slot = serve.slots.clone().try_acquire_owned().unwrap();
-        let (_stop, stopped) = watch::channel(false);
-        let info = ConnectionInfo::plain(client, local);
-        let task = connection(accepted, info, serve.clone(), stopped.clone(), slot);
-        let clock = Clock::new(&serve.limits);
-        let activity = Activity::new(clock.floor());
-        let watch = Watch {
-            activity: activity.clone(),
-            client,
-            limits: serve.limits,
-            refused: None,
-        };
-        let mut shutdown = stopped.clone();
-        let due = hibernate::due(&activity, clock);
-        let sleep = hibernate::sleep(&tcp, &watch, &mut shutdown, due);
-        let task = std::mem::size_of_val(&task);
-        println!(
-            "connection task future {task}, of it hibernate::sleep {} (socket readiness {}, shutdown watch {}, timer {}); \
-             beside it: Activity {}, ConnectionInfo {}, Activity::expired (awake only) {}",
-            std::mem::size_of_val(&sleep),
-            std::mem::size_of_val(&tcp.readable()),
-            std::mem::size_of_val(&stopped.clone().changed()),
-            std::mem::size_of::<tokio::time::Sleep>(),
-            std::mem::size_of::<Activity>(),
-            std::mem::size_of::<ConnectionInfo>(),
-            std::mem::size_of_val(&activity.expired(clock)),
-        );
-        assert!(task <= 2048, "the connection task's future is {task} bytes");
     }
 
     #[tokio::test]

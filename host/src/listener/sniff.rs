@@ -35,7 +35,7 @@ async fn read_while_preface<IO: AsyncRead + Unpin>(
 /// timeout, shutdown).
 pub(super) async fn protocol<IO: AsyncRead + Unpin>(
     stream: &mut Watched<IO>,
-    watch: &Watch<'_>,
+    watch: &Watch,
     shutdown: &mut watch::Receiver<bool>,
     clock: Clock,
 ) -> Option<Protocols> {
