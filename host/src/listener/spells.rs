@@ -29,16 +29,20 @@ pub(super) struct Resting<IO, S> {
     pub(super) service: S,
     pub(super) watch: Watch,
     pub(super) shutdown: watch::Receiver<bool>,
-    /// Whether it hibernates (plain TCP), and the idle spell it last
-    /// tried to in: with the limits, its [`Clock`] (a copy is 64 bytes).
-    pub(super) hibernates: bool,
+    /// The idle spell it last tried to hibernate in: with the limits and
+    /// whether it hibernates at all, its [`Clock`] (a copy is 64 bytes).
     pub(super) tried: Option<tokio::time::Instant>,
 }
 
-impl<IO, S> Resting<IO, S> {
+impl<IO: 'static, S> Resting<IO, S> {
+    /// Whether the connection hibernates: plain TCP, its stream framed.
+    fn hibernates(&self) -> bool {
+        hibernate::socket(&self.stream).is_some()
+    }
+
     pub(super) fn clock(&self) -> Clock {
         Clock {
-            hibernate: self.hibernates.then_some(hibernate::HIBERNATE_AFTER),
+            hibernate: self.hibernates().then_some(hibernate::HIBERNATE_AFTER),
             tried: self.tried,
             ..Clock::new(self.watch.limits())
         }
@@ -137,8 +141,7 @@ where
         drive::ended(ended.await, &watch);
         return None;
     }
-    let hibernates = hibernate::socket(&stream).is_some();
-    if hibernates {
+    if hibernate::socket(&stream).is_some() {
         stream.frame();
     }
     let resting = Resting {
@@ -146,7 +149,6 @@ where
         service,
         watch,
         shutdown,
-        hibernates,
         tried: None,
     };
     awake(resting).await
@@ -162,12 +164,12 @@ where
     S::Future: Send + 'static,
 {
     let mut clock = resting.clock();
+    let hibernates = resting.hibernates();
     let Resting {
         stream,
         service,
         watch,
         mut shutdown,
-        hibernates,
         ..
     } = resting;
     let mut connection = Builders::with(watch.limits(), |b| b.http1(stream, service));
@@ -182,7 +184,6 @@ where
         service,
         watch,
         shutdown,
-        hibernates,
         tried: clock.tried,
     })
 }
@@ -282,7 +283,6 @@ mod tests {
                 front: serve.front.clone(),
             },
             shutdown,
-            hibernates: true,
             tried: None,
         };
         let state = std::mem::size_of_val(&resting);

@@ -418,12 +418,7 @@ fn final_head_buffered(buf: &[u8]) -> bool {
     let mut at = 0;
     for _ in 0..=MAX_INFORMATIONAL {
         let mut slots = [const { std::mem::MaybeUninit::uninit() }; parse::MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            &buf[at..],
-            &mut slots,
-        );
+        let (response, parsed) = parse::parse_head(&buf[at..], &mut slots);
         match parsed {
             Ok(httparse::Status::Complete(len)) => match response.code {
                 Some(code) if (100..200).contains(&code) && code != 101 => at += len,

@@ -80,20 +80,29 @@ pub(crate) struct Head {
     pub(crate) keep_alive: bool,
 }
 
-/// The head at the start of `buf`, answering a `method` request, split
-/// off `buf` once it is whole (its header values share those bytes);
-/// `None` while it is not, an error when it never can be.
-pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Malformed> {
-    // Uninitialised slots: zeroing 100 of them (3.2 KiB) was a memset
-    // per response, the largest single item of a proxied request's
-    // instructions.
-    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+/// httparse's parse of the response head at the start of `buf`, into
+/// `slots` left uninitialised: zeroing 100 slots (3.2 KiB) was a memset
+/// per response, the largest single item of a proxied request's
+/// instructions.
+pub(crate) fn parse_head<'h, 'b>(
+    buf: &'b [u8],
+    slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> (httparse::Response<'h, 'b>, httparse::Result<usize>) {
     let mut response = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut response,
         buf,
-        &mut slots,
+        slots,
     );
+    (response, parsed)
+}
+
+/// The head at the start of `buf`, answering a `method` request, split
+/// off `buf` once it is whole (its header values share those bytes);
+/// `None` while it is not, an error when it never can be.
+pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Malformed> {
+    let mut slots = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let (response, parsed) = parse_head(buf, &mut slots);
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => {
