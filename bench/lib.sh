@@ -4,6 +4,7 @@
 #                       killed (and the dir removed) when the script exits
 #   pid_of PORT         the pid of the process listening on PORT
 #   ticks PID           the user+sys clock ticks PID has used (all threads)
+#   utick PID           the user-space clock ticks alone
 #   med                 the median of numbers given space-separated on stdin
 #   HZ                  clock ticks per second
 #   bench_backend PORT  starts a one-worker nginx on 127.0.0.1:PORT that
@@ -24,6 +25,7 @@ bench_cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/nu
   sleep 0.3; rm -rf "$W"; }
 pid_of() { ss -Hltnp "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2; }
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+utick() { awk '{print $14}' "/proc/$1/stat"; }
 med() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 HZ=$(getconf CLK_TCK)
 bench_backend() {

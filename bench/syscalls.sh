@@ -8,6 +8,7 @@
 #
 # Usage: bench/syscalls.sh [-d SECONDS] [WEIR_BINARY]
 #   default binary $CARGO_TARGET_DIR/release/weir (built by this script).
+#   env WEIR_TOML_EXTRA: lines appended to weir's config (e.g. a [runtime] table).
 # Needs: perf (linux-perf), nginx-light, haproxy, wrk, ss, bc, and
 # ../shared/bench/proxy-bench.sh (or env SHARED).
 set -euo pipefail
@@ -38,6 +39,7 @@ address = "127.0.0.1:18081"
 address = "127.0.0.1:18082"
 [[upstreams.web.backends]]
 address = "127.0.0.1:18083"
+${WEIR_TOML_EXTRA:-}
 CONF
 taskset -c 1 nginx -c "$W/nginx.conf" -p "$W" & PIDS+=($!)
 taskset -c 1 haproxy -f "$W/haproxy.cfg" -db >/dev/null 2>&1 & PIDS+=($!)
@@ -48,16 +50,17 @@ for _ in $(seq 100); do ok=1
   [ $ok = 1 ] && break; sleep 0.1; done
 [ $ok = 1 ] || { echo "a target does not answer" >&2; cat "$W/weir.log" >&2; exit 1; }
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); $WEIR; ${DUR}s windows"
-printf "%-8s %9s %12s %13s %13s\n" target "req/s" "cpu us/req" "syscalls/req" "ctx-sw/req"
+printf "%-8s %9s %12s %9s %9s %13s %13s\n" target "req/s" "cpu us/req" "user" "sys" "syscalls/req" "ctx-sw/req"
 for t in "${TARGETS[@]}"; do n=${t%%=*}; port=${t#*=}; pid=$(pid_of "$port")
   taskset -c 0 wrk -t1 -c32 -d"$((DUR + 2))s" "http://127.0.0.1:$port/" > "$W/wrk.$n" 2>&1 &
-  sleep 1; t0=$(ticks "$pid")
+  sleep 1; t0=$(ticks "$pid"); u0=$(utick "$pid")
   perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" -- sleep "$DUR" 2> "$W/perf.$n"
-  t1=$(ticks "$pid"); wait %?wrk 2>/dev/null || wait
+  t1=$(ticks "$pid"); u1=$(utick "$pid"); wait %?wrk 2>/dev/null || wait
   rps=$(awk '/Requests\/sec/ {print $2}' "$W/wrk.$n")
   non2xx=$(awk '/Non-2xx/ {print $NF}' "$W/wrk.$n"); [ -z "$non2xx" ] || { echo "$n: $non2xx non-2xx answers" >&2; exit 1; }
   sys=$(awk -F, '/sys_enter/ {print $1}' "$W/perf.$n"); cs=$(awk -F, '/context-switches/ {print $1}' "$W/perf.$n")
   req=$(echo "$rps * $DUR" | bc -l)
-  printf "%-8s %9.0f %12.2f %13.2f %13.4f\n" "$n" "$rps" \
-    "$(echo "($t1 - $t0) * 1000000 / $HZ / $req" | bc -l)" "$(echo "$sys / $req" | bc -l)" "$(echo "$cs / $req" | bc -l)"
+  printf "%-8s %9.0f %12.2f %9.2f %9.2f %13.2f %13.4f\n" "$n" "$rps" \
+    "$(echo "($t1 - $t0) * 1000000 / $HZ / $req" | bc -l)" "$(echo "($u1 - $u0) * 1000000 / $HZ / $req" | bc -l)" \
+    "$(echo "($t1 - $t0 - $u1 + $u0) * 1000000 / $HZ / $req" | bc -l)" "$(echo "$sys / $req" | bc -l)" "$(echo "$cs / $req" | bc -l)"
 done

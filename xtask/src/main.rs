@@ -26,7 +26,7 @@ commands:
                    into <target-dir>/plugins/NAME.wasm and print that directory
   demo [args...]   the Rust plugins, then
                    `cargo run --release -p weir -- demo --plugin-dir DIR [args...]`
-  test [args...]   .ci/toolchains (installs the JavaScript and C toolchains once), plugins, then `cargo test --release --workspace [args...]`
+  test [args...]   .ci/toolchains (installs the JavaScript and C toolchains once), plugins, then `cargo test --profile quick --workspace [args...]`
                    with WEIR_PLUGIN_DIR=DIR
   ci               what CI runs (currently: test)
   help             this message";
@@ -128,7 +128,13 @@ impl Workspace {
         let dir = self.build_plugins(Languages::All)?;
         let mut command = self.cargo();
         command
-            .args(["test", "--release", "--workspace", "--no-fail-fast"])
+            .args([
+                "test",
+                "--profile",
+                "quick",
+                "--workspace",
+                "--no-fail-fast",
+            ])
             .args(args)
             .env("WEIR_PLUGIN_DIR", &dir);
         run(command)
