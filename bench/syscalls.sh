@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# System calls and context switches per request, and CPU per request, for
+# System calls, context switches and the wake-ups each proxy causes per
+# request, and CPU per request (user and system apart), for
 # nginx, HAProxy and weir (native round robin) proxying plain HTTP/1.1
 # keep-alive to the same three nginx backends (the shared harness's, on
 # CPU 0; each proxy on CPU 1; wrk -c32 on CPU 0). perf counts each proxy's
@@ -50,17 +51,21 @@ for _ in $(seq 100); do ok=1
   [ $ok = 1 ] && break; sleep 0.1; done
 [ $ok = 1 ] || { echo "a target does not answer" >&2; cat "$W/weir.log" >&2; exit 1; }
 echo "# $(date -u +%FT%TZ) $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg); $WEIR; ${DUR}s windows"
-printf "%-8s %9s %12s %9s %9s %13s %13s\n" target "req/s" "cpu us/req" "user" "sys" "syscalls/req" "ctx-sw/req"
+# Wake-ups the proxy causes (sched_waking: a thread made runnable, mostly
+# wrk or a backend on CPU 0 waiting for its data) and the IPIs they take.
+printf "%-8s %9s %12s %9s %9s %13s %13s %11s %9s\n" target "req/s" "cpu us/req" "user" "sys" "syscalls/req" "ctx-sw/req" "wakes/req" "IPIs/req"
 for t in "${TARGETS[@]}"; do n=${t%%=*}; port=${t#*=}; pid=$(pid_of "$port")
   taskset -c 0 wrk -t1 -c32 -d"$((DUR + 2))s" "http://127.0.0.1:$port/" > "$W/wrk.$n" 2>&1 &
   sleep 1; t0=$(ticks "$pid"); u0=$(utick "$pid")
-  perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" -- sleep "$DUR" 2> "$W/perf.$n"
+  perf stat -x, -e raw_syscalls:sys_enter,context-switches,sched:sched_waking,ipi:ipi_send_cpu -p "$pid" -- sleep "$DUR" 2> "$W/perf.$n"
   t1=$(ticks "$pid"); u1=$(utick "$pid"); wait %?wrk 2>/dev/null || wait
   rps=$(awk '/Requests\/sec/ {print $2}' "$W/wrk.$n")
   non2xx=$(awk '/Non-2xx/ {print $NF}' "$W/wrk.$n"); [ -z "$non2xx" ] || { echo "$n: $non2xx non-2xx answers" >&2; exit 1; }
   sys=$(awk -F, '/sys_enter/ {print $1}' "$W/perf.$n"); cs=$(awk -F, '/context-switches/ {print $1}' "$W/perf.$n")
+  wakes=$(awk -F, '/sched_waking/ {print $1}' "$W/perf.$n"); ipis=$(awk -F, '/ipi_send_cpu/ {print $1}' "$W/perf.$n")
   req=$(echo "$rps * $DUR" | bc -l)
-  printf "%-8s %9.0f %12.2f %9.2f %9.2f %13.2f %13.4f\n" "$n" "$rps" \
+  printf "%-8s %9.0f %12.2f %9.2f %9.2f %13.2f %13.4f %11.3f %9.3f\n" "$n" "$rps" \
     "$(echo "($t1 - $t0) * 1000000 / $HZ / $req" | bc -l)" "$(echo "($u1 - $u0) * 1000000 / $HZ / $req" | bc -l)" \
-    "$(echo "($t1 - $t0 - $u1 + $u0) * 1000000 / $HZ / $req" | bc -l)" "$(echo "$sys / $req" | bc -l)" "$(echo "$cs / $req" | bc -l)"
+    "$(echo "($t1 - $t0 - $u1 + $u0) * 1000000 / $HZ / $req" | bc -l)" "$(echo "$sys / $req" | bc -l)" "$(echo "$cs / $req" | bc -l)" \
+    "$(echo "$wakes / $req" | bc -l)" "$(echo "$ipis / $req" | bc -l)"
 done
