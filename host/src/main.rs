@@ -106,7 +106,7 @@ fn runtime_for(command: &Command) -> anyhow::Result<tokio::runtime::Runtime> {
         Command::Run { config } => Config::load(config)?.runtime,
         _ => weir::config::RuntimeConfig::default(),
     };
-    let built = match runtime.scheduler {
+    let built = match runtime.effective_scheduler() {
         Scheduler::Shared => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(runtime.workers.resolve())
             .enable_all()

@@ -89,10 +89,17 @@ impl Server {
         let runtime = runtime_for(&config)?;
         // Per worker: every worker a thread of its own; shared: the
         // calling runtime's pool serves the listeners.
-        let own_threads = match config.runtime.scheduler {
+        let scheduler = config.runtime.effective_scheduler();
+        let own_threads = match scheduler {
             Scheduler::Shared => 0,
             Scheduler::PerWorker => config.runtime.workers.resolve(),
         };
+        tracing::info!(
+            workers = config.runtime.workers.resolve(),
+            ?scheduler,
+            configured = ?config.runtime.scheduler,
+            "serving client connections"
+        );
         let workers = Workers::start(own_threads).map_err(StartError::Workers)?;
         let access_log = AccessLog::open(&config)
             .map_err(StartError::AccessLog)?
