@@ -141,15 +141,18 @@ pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>,
         .collect();
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(places.len());
+    // The framing headers are read as the map is built: no lookups after.
+    let mut seen = Seen::default();
     for &[name_at, name_end, value_at, value_end] in &places {
         let name =
             HeaderName::from_bytes(&head[name_at..name_end]).map_err(|_| Malformed::Syntax)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
             .map_err(|_| Malformed::Syntax)?;
+        seen.header(&name, value.as_bytes());
         headers.append(name, value);
     }
-    let framing = framing(status, version, &headers, method)?;
-    let keep_alive = framing != Framing::Close && keep_alive(&headers, version);
+    let framing = framing(status, version, &headers, method, &seen)?;
+    let keep_alive = framing != Framing::Close && seen.keeps_alive(version);
     Ok(Some(Head {
         status,
         version,
@@ -159,6 +162,53 @@ pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>,
     }))
 }
 
+/// What a head's framing headers said, read as its map is built.
+#[derive(Debug, Default)]
+struct Seen {
+    /// A `Transfer-Encoding` header is there.
+    encoded: bool,
+    /// The one `Content-Length` (repeated only with the same value), or
+    /// the first reason it is not one.
+    length: Option<Result<u64, Malformed>>,
+    /// `Connection` named `close`, `keep-alive`.
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Seen {
+    fn header(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == TRANSFER_ENCODING {
+            self.encoded = true;
+        } else if name == CONTENT_LENGTH {
+            for part in value.split(|&b| b == b',') {
+                self.length = Some(match (self.length, decimal(trim(part))) {
+                    (Some(Err(why)), _) | (_, Err(why)) => Err(why),
+                    (Some(Ok(found)), Ok(n)) if found != n => Err(Malformed::BadLength),
+                    (_, Ok(n)) => Ok(n),
+                });
+            }
+        } else if name == CONNECTION {
+            let (close, keep_alive) = connection_tokens(value);
+            self.close |= close;
+            self.keep_alive |= keep_alive;
+        }
+    }
+
+    fn content_length(&self) -> Result<Option<u64>, Malformed> {
+        self.length.transpose()
+    }
+
+    /// HTTP/1.1 unless `Connection: close`, HTTP/1.0 only with
+    /// `Connection: keep-alive`.
+    fn keeps_alive(&self, version: Version) -> bool {
+        match version {
+            Version::HTTP_11 => !self.close,
+            Version::HTTP_10 => self.keep_alive,
+            _ => false,
+        }
+    }
+}
+
 /// The body's framing (RFC 9112 section 6.3), refusing what could be read
 /// two ways.
 fn framing(
@@ -166,9 +216,10 @@ fn framing(
     version: Version,
     headers: &HeaderMap,
     method: &Method,
+    seen: &Seen,
 ) -> Result<Framing, Malformed> {
-    let encoded = headers.contains_key(TRANSFER_ENCODING);
-    let length = content_length(headers)?;
+    let encoded = seen.encoded;
+    let length = seen.content_length()?;
     if encoded && length.is_some() {
         // Even where no body follows: a backend saying both is either
         // broken or probing for a parser that reads the other one.
@@ -206,30 +257,16 @@ fn framing(
     Ok(length.map_or(Framing::Close, Framing::Length))
 }
 
-/// The one `Content-Length` of `headers` (repeated only with the same
-/// value), if any.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Malformed> {
-    let mut found: Option<u64> = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = decimal(trim(part)).ok_or(Malformed::BadLength)?;
-            if found.is_some_and(|f| f != n) {
-                return Err(Malformed::BadLength);
-            }
-            found = Some(n);
-        }
-    }
-    Ok(found)
-}
-
 /// Digits only (no sign, no space inside), without overflow.
-fn decimal(text: &[u8]) -> Option<u64> {
+fn decimal(text: &[u8]) -> Result<u64, Malformed> {
     if text.is_empty() || text.len() > 19 {
-        return None;
+        return Err(Malformed::BadLength);
     }
-    text.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
-    })
+    text.iter()
+        .try_fold(0u64, |n, &b| {
+            b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+        })
+        .ok_or(Malformed::BadLength)
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -244,16 +281,21 @@ fn trim(bytes: &[u8]) -> &[u8] {
 /// Whether a message with `headers` keeps its connection open: HTTP/1.1
 /// unless `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
 pub(crate) fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let mut tokens = headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(trim);
-    if version == Version::HTTP_11 {
-        !tokens.any(|t| t.eq_ignore_ascii_case(b"close"))
-    } else {
-        version == Version::HTTP_10 && tokens.any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
+    let mut seen = Seen::default();
+    for value in headers.get_all(CONNECTION) {
+        seen.header(&CONNECTION, value.as_bytes());
     }
+    seen.keeps_alive(version)
+}
+
+/// Whether a `Connection` value names `close`, `keep-alive`.
+fn connection_tokens(value: &[u8]) -> (bool, bool) {
+    let (mut close, mut keep_alive) = (false, false);
+    for token in value.split(|&b| b == b',').map(trim) {
+        close |= token.eq_ignore_ascii_case(b"close");
+        keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+    }
+    (close, keep_alive)
 }
 
 #[cfg(test)]
@@ -377,11 +419,11 @@ mod tests {
     fn the_largest_length_parses_and_one_more_digit_does_not() {
         assert_eq!(
             decimal(b"9999999999999999999"),
-            Some(9_999_999_999_999_999_999)
+            Ok(9_999_999_999_999_999_999)
         );
-        assert_eq!(decimal(b"18446744073709551616"), None);
-        assert_eq!(decimal(b"0"), Some(0));
-        assert_eq!(decimal(b""), None);
+        assert_eq!(decimal(b"18446744073709551616"), Err(Malformed::BadLength));
+        assert_eq!(decimal(b"0"), Ok(0));
+        assert_eq!(decimal(b""), Err(Malformed::BadLength));
     }
 
     #[test]
