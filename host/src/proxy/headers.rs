@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::connection::ConnectionInfo;
 use crate::framing::{HOP_BY_HOP, is_hop_by_hop};
@@ -40,7 +40,9 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes the `Connection` headers and every header they name.
+/// Removes the `Connection` headers and every header they name. A name
+/// that is itself hop-by-hop (`keep-alive`, on most responses) is left to
+/// the fixed list, which goes whenever one of it is there.
 fn remove_connection_named(headers: &mut HeaderMap) {
     // The values are cloned out (a reference count each, no copy) so the
     // names they list can be removed from the same map; a second
@@ -49,21 +51,32 @@ fn remove_connection_named(headers: &mut HeaderMap) {
     let first = connection.next().cloned();
     let rest: Vec<HeaderValue> = connection.cloned().collect();
     for value in first.iter().chain(&rest) {
-        let Ok(value) = value.to_str() else { continue };
-        for name in value.split(',').map(str::trim) {
+        // Bytes, not text: a value with obs-text still names its other
+        // headers (no header name matches a non-ASCII token).
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() || is_hop_by_hop_token(token) {
+                continue;
+            }
             // Looked up by its text (no `HeaderName` is made for it), and
-            // only when the head holds it: `keep-alive` names a header
-            // that is seldom there.
-            if !name.is_empty()
-                && headers
-                    .keys()
-                    .any(|k| k.as_str().eq_ignore_ascii_case(name))
-            {
-                headers.remove(name);
+            // only when the head holds it.
+            let named = headers
+                .keys()
+                .find(|k| k.as_str().as_bytes().eq_ignore_ascii_case(token))
+                .cloned();
+            if let Some(name) = named {
+                headers.remove(&name);
             }
         }
     }
     headers.remove(header::CONNECTION);
+}
+
+/// Whether `token` (any case) names a header of [`HOP_BY_HOP`].
+fn is_hop_by_hop_token(token: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token))
 }
 
 /// Whether the client's `TE` says it accepts trailers (`TE: trailers`, as
@@ -87,9 +100,19 @@ pub(crate) fn accepts_trailers(headers: &HeaderMap) -> bool {
 /// `host`: `For` gains the client's address, `Proto` and `Host` say what
 /// the client used.
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, conn: &ConnectionInfo, host: Option<&str>) {
-    let previous = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok());
-    if let Some(value) = forwarded_for(previous, conn.client.ip()) {
-        headers.insert(X_FORWARDED_FOR, value);
+    // One hash of the name for the lookup and the insert.
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut entry) => {
+            let previous = entry.get().to_str().ok();
+            if let Some(value) = forwarded_for(previous, conn.client.ip()) {
+                entry.insert(value);
+            }
+        }
+        Entry::Vacant(entry) => {
+            if let Some(value) = forwarded_for(None, conn.client.ip()) {
+                entry.insert(value);
+            }
+        }
     }
     let proto = HeaderValue::from_static(if conn.tls.is_some() { "https" } else { "http" });
     headers.insert(X_FORWARDED_PROTO, proto);
