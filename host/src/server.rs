@@ -90,12 +90,13 @@ impl Server {
         // Per worker: every worker a thread of its own; shared: the
         // calling runtime's pool serves the listeners.
         let scheduler = config.runtime.effective_scheduler();
+        let worker_count = config.runtime.workers.resolve();
         let own_threads = match scheduler {
             Scheduler::Shared => 0,
-            Scheduler::PerWorker => config.runtime.workers.resolve(),
+            Scheduler::PerWorker => worker_count,
         };
         tracing::info!(
-            workers = config.runtime.workers.resolve(),
+            workers = worker_count,
             ?scheduler,
             configured = ?config.runtime.scheduler,
             "serving client connections"

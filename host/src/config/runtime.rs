@@ -23,7 +23,7 @@ impl RuntimeConfig {
     /// pool of one worker runs as that one worker's own scheduler. With one
     /// worker there is no other to take its tasks, so nothing of `shared`
     /// is lost, and a single-threaded scheduler costs less per request
-    /// (BENCHMARKS.md section 20: 0.943x CPU per request, paired).
+    /// (BENCHMARKS.md section 20: 6-13% less CPU per request, paired).
     pub fn effective_scheduler(&self) -> Scheduler {
         match (self.scheduler, self.workers.resolve()) {
             (Scheduler::Shared, 1) => Scheduler::PerWorker,
