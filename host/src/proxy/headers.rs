@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 use crate::connection::ConnectionInfo;
-use crate::framing::{HOP_BY_HOP, is_hop_by_hop};
+use crate::framing::{HOP_BY_HOP, is_hop_by_hop, names_hop_by_hop};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -55,7 +55,7 @@ fn remove_connection_named(headers: &mut HeaderMap) {
         // headers (no header name matches a non-ASCII token).
         for token in value.as_bytes().split(|&b| b == b',') {
             let token = token.trim_ascii();
-            if token.is_empty() || is_hop_by_hop_token(token) {
+            if token.is_empty() || names_hop_by_hop(token) {
                 continue;
             }
             // Looked up by its text (no `HeaderName` is made for it), and
@@ -70,13 +70,6 @@ fn remove_connection_named(headers: &mut HeaderMap) {
         }
     }
     headers.remove(header::CONNECTION);
-}
-
-/// Whether `token` (any case) names a header of [`HOP_BY_HOP`].
-fn is_hop_by_hop_token(token: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token))
 }
 
 /// Whether the client's `TE` says it accepts trailers (`TE: trailers`, as

@@ -149,6 +149,16 @@ pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>,
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
             .map_err(|_| Malformed::Syntax)?;
         seen.header(&name, value.as_bytes());
+        if name == CONNECTION
+            && !status.is_informational()
+            && crate::framing::names_only_hop_by_hop(value.as_bytes())
+        {
+            // `Connection: keep-alive`: read (above), then left out, as
+            // the proxy would strip it and everything it names anyway;
+            // removing it from the map cost more than leaving it out.
+            // A 1xx (a 101 switching protocols) keeps its own.
+            continue;
+        }
         headers.append(name, value);
     }
     let framing = framing(status, version, &headers, method, &seen)?;
@@ -467,5 +477,32 @@ mod tests {
         let cookies: Vec<_> = parsed.headers.get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a", "b"]);
         assert_eq!(parsed.headers["x-y"], "z");
+    }
+
+    #[test]
+    fn a_connection_header_naming_only_hop_by_hop_headers_is_left_out() {
+        let parsed = head("HTTP/1.1 200 OK\r\nConnection: Keep-Alive, TE\r\nKeep-Alive: timeout=5\r\ncontent-length: 0\r\n\r\n").unwrap();
+        assert!(parsed.keep_alive);
+        assert!(!parsed.headers.contains_key(CONNECTION));
+        // What it named is hop-by-hop: the proxy strips it with the rest.
+        assert!(crate::framing::is_hop_by_hop(&HeaderName::from_static(
+            "keep-alive"
+        )));
+        // Naming another header, or closing, it stays for the proxy to read.
+        let parsed = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, x-a\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.headers[CONNECTION], "keep-alive, x-a");
+        let parsed =
+            head("HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n").unwrap();
+        assert!(!parsed.keep_alive);
+        assert_eq!(parsed.headers[CONNECTION], "close");
+        // A switch of protocols keeps its own.
+        let parsed = head(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.headers[CONNECTION], "upgrade");
     }
 }
