@@ -326,16 +326,25 @@ async fn client_certificates_are_checked_and_their_subject_reaches_the_access_lo
     let stranger = TestCa::new("stranger CA").client("mallory");
     let foreign = https_get(addr, "site.test", &client_config(&site.ca, Some(&stranger))).await;
     assert!(foreign.is_err(), "{foreign:?}");
-    let text = support::metrics_text(&proxy).await;
-    let failed = |reason: &str| {
+    // The client may see its handshake fail before weir's side of it has
+    // ended and been counted: wait for the counts (bounded), then check.
+    let failed = |text: &str, reason: &str| {
         sum(
-            &text,
+            text,
             "weir_tls_handshake_failures_total",
             &format!("reason=\"{reason}\""),
         )
     };
-    assert_eq!(failed("no_client_certificate"), 1, "{text}");
-    assert_eq!(failed("bad_client_certificate"), 1, "{text}");
+    let mut text = String::new();
+    for _ in 0..600 {
+        text = support::metrics_text(&proxy).await;
+        if failed(&text, "no_client_certificate") + failed(&text, "bad_client_certificate") >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(failed(&text, "no_client_certificate"), 1, "{text}");
+    assert_eq!(failed(&text, "bad_client_certificate"), 1, "{text}");
     // The access log names the TLS version, SNI and client subject.
     for _ in 0..600 {
         if std::fs::read_to_string(&log).is_ok_and(|t| t.contains("\"client_cert\"")) {
