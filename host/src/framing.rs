@@ -49,16 +49,6 @@ pub fn names_hop_by_hop(text: &[u8]) -> bool {
         .any(|name| name.as_str().as_bytes().eq_ignore_ascii_case(text))
 }
 
-/// Whether every token of the `Connection` value `value` names a header of
-/// [`HOP_BY_HOP`] (`keep-alive`, as most responses say): then the header
-/// names nothing that removing [`HOP_BY_HOP`] does not remove.
-pub fn names_only_hop_by_hop(value: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .all(|token| token.is_empty() || names_hop_by_hop(token))
-}
-
 /// Whether `name` is a header only weir may set, change or remove: message
 /// framing (`Content-Length`, `Transfer-Encoding`) and every hop-by-hop
 /// header. A plugin decision touching one is refused whole.

@@ -2,7 +2,6 @@
 //! flight, and recorded for metrics, latency and outlier detection.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
@@ -12,10 +11,6 @@ use super::refused::Refusal;
 use super::request_body::BodyFault;
 use crate::error::chain;
 use crate::upstream::{Backend, BackendBody, InFlight, Upstream, UpstreamBody};
-
-/// Longer than any timeout means (tokio's own "far future"), so that a
-/// deadline never overflows the clock.
-const FOREVER: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 /// A failed attempt: what to answer, and whether another backend may be
 /// tried.
@@ -62,8 +57,10 @@ pub(crate) async fn forward(
     // the timeout, again into this future's, and a third time with the
     // request's future into its box (BENCHMARKS.md section 21).
     let sent = Box::pin(upstream.client().send(backend.addr, request));
-    // The deadline from the clock read already made: one read fewer.
-    let outcome = tokio::time::timeout_at(started + timeout.min(FOREVER), sent).await;
+    // The deadline from the clock read already made: one read fewer. The
+    // timeout is at most `request_timeout_ms`, which config validation
+    // bounds at a day, so the sum cannot overflow.
+    let outcome = tokio::time::timeout_at(started + timeout, sent).await;
     if let (Err(_) | Ok(Err(_)), Some(refusal)) = (&outcome, fault.get()) {
         if let Ok(Err(error)) = &outcome {
             let status = refusal.status().as_u16();

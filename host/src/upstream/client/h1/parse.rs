@@ -148,15 +148,12 @@ pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>,
             HeaderName::from_bytes(&head[name_at..name_end]).map_err(|_| Malformed::Syntax)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
             .map_err(|_| Malformed::Syntax)?;
-        seen.header(&name, value.as_bytes());
-        if name == CONNECTION
-            && !status.is_informational()
-            && crate::framing::names_only_hop_by_hop(value.as_bytes())
-        {
-            // `Connection: keep-alive`: read (above), then left out, as
-            // the proxy would strip it and everything it names anyway;
-            // removing it from the map cost more than leaving it out.
-            // A 1xx (a 101 switching protocols) keeps its own.
+        let only_hop_by_hop = seen.header(&name, value.as_bytes());
+        if only_hop_by_hop && !status.is_informational() {
+            // `Connection: keep-alive`: read, then left out, as the proxy
+            // would strip it and everything it names anyway; removing it
+            // from the map cost more than leaving it out. A 1xx (a 101
+            // switching protocols) keeps its own.
             continue;
         }
         headers.append(name, value);
@@ -186,22 +183,31 @@ struct Seen {
 }
 
 impl Seen {
-    fn header(&mut self, name: &HeaderName, value: &[u8]) {
+    /// Notes the header `name: value`; true when it is a `Connection`
+    /// whose every token names a hop-by-hop header (`keep-alive`, as most
+    /// responses say): it then names nothing that removing the fixed
+    /// hop-by-hop list does not remove.
+    fn header(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         if name == TRANSFER_ENCODING {
             self.encoded = true;
         } else if name == CONTENT_LENGTH {
             for part in value.split(|&b| b == b',') {
-                self.length = Some(match (self.length, decimal(trim(part))) {
+                self.length = Some(match (self.length, decimal(part.trim_ascii())) {
                     (Some(Err(why)), _) | (_, Err(why)) => Err(why),
                     (Some(Ok(found)), Ok(n)) if found != n => Err(Malformed::BadLength),
                     (_, Ok(n)) => Ok(n),
                 });
             }
         } else if name == CONNECTION {
-            let (close, keep_alive) = connection_tokens(value);
-            self.close |= close;
-            self.keep_alive |= keep_alive;
+            let mut only_hop_by_hop = true;
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                only_hop_by_hop &= token.is_empty() || crate::framing::names_hop_by_hop(token);
+            }
+            return only_hop_by_hop;
         }
+        false
     }
 
     fn content_length(&self) -> Result<Option<u64>, Malformed> {
@@ -250,7 +256,7 @@ fn framing(
             .get_all(TRANSFER_ENCODING)
             .iter()
             .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .map(trim)
+            .map(<[u8]>::trim_ascii)
             .filter(|c| !c.is_empty())
             .collect();
         let chunked = codings
@@ -279,15 +285,6 @@ fn decimal(text: &[u8]) -> Result<u64, Malformed> {
         .ok_or(Malformed::BadLength)
 }
 
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace());
-    match (start, end) {
-        (Some(s), Some(e)) => &bytes[s..=e],
-        _ => &[],
-    }
-}
-
 /// Whether a message with `headers` keeps its connection open: HTTP/1.1
 /// unless `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
 pub(crate) fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
@@ -296,16 +293,6 @@ pub(crate) fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
         seen.header(&CONNECTION, value.as_bytes());
     }
     seen.keeps_alive(version)
-}
-
-/// Whether a `Connection` value names `close`, `keep-alive`.
-fn connection_tokens(value: &[u8]) -> (bool, bool) {
-    let (mut close, mut keep_alive) = (false, false);
-    for token in value.split(|&b| b == b',').map(trim) {
-        close |= token.eq_ignore_ascii_case(b"close");
-        keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-    }
-    (close, keep_alive)
 }
 
 #[cfg(test)]
@@ -494,6 +481,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(parsed.headers[CONNECTION], "keep-alive, x-a");
+        // Of two, only the one naming nothing else is left out.
+        let parsed = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: x-a\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+        )
+        .unwrap();
+        let kept: Vec<_> = parsed.headers.get_all(CONNECTION).iter().collect();
+        assert_eq!(kept, ["x-a"]);
+        assert!(parsed.keep_alive);
         let parsed =
             head("HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 0\r\n\r\n").unwrap();
         assert!(!parsed.keep_alive);
