@@ -12,6 +12,9 @@
 # CPU is user+sys of the proxy process (all its threads) over the run, so it
 # stays comparable when the client, not the proxy, sets the ceiling.
 # Usage: bench/tls.sh [-d SECONDS] [-r ROUNDS]   (default 5 s, 3 rounds; medians)
+#   env WEIR_A  an older weir binary, run beside as target weir-A (port 18193)
+#               and measured in the same rounds: a paired comparison
+#   env WEIR_B  this build's binary (default: built, $CARGO_TARGET_DIR/release/weir)
 # Pinning: the proxies on CPU 1, clients and backends on CPU 0.
 # Needs: nginx, haproxy, wrk, h2load, openssl, bc, ss, taskset (Debian
 # packages nginx-light haproxy wrk nghttp2-client openssl bc).
@@ -22,8 +25,8 @@ while getopts d:r: o; do case $o in d) DUR=$OPTARG;; r) ROUNDS=$OPTARG;; *) exit
 for t in nginx haproxy wrk h2load openssl bc ss taskset; do
   command -v $t >/dev/null || { echo "missing: $t" >&2; exit 2; }; done
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-cargo build --release -p weir --bin weir
-WEIR=$CARGO_TARGET_DIR/release/weir
+if [ -z "${WEIR_B:-}" ]; then cargo build --release -p weir --bin weir; fi
+WEIR=${WEIR_B:-$CARGO_TARGET_DIR/release/weir}
 
 . bench/lib.sh
 bench_workdir tls-bench
@@ -104,6 +107,11 @@ taskset -c 1 nginx -c "$W/nginx.conf" -p "$W" 2>"$W/nginx.log" & PIDS+=($!)
 taskset -c 1 haproxy -f "$W/haproxy.cfg" -db >"$W/haproxy.log" 2>&1 & PIDS+=($!)
 WEIR_LOG=warn taskset -c 1 "$WEIR" run --config "$W/weir.toml" 2>"$W/weir.log" & PIDS+=($!)
 TARGETS=("nginx=18190" "haproxy=18191" "weir=18192")
+if [ -n "${WEIR_A:-}" ]; then
+  sed 's/127.0.0.1:18192/127.0.0.1:18193/' "$W/weir.toml" > "$W/weir-a.toml"
+  WEIR_LOG=warn taskset -c 1 "$WEIR_A" run --config "$W/weir-a.toml" 2>"$W/weir-a.log" & PIDS+=($!)
+  TARGETS+=("weir-A=18193")
+fi
 for t in "${TARGETS[@]}"; do
   for _ in $(seq 100); do curl -fsS --cacert "$W/ca.pem" -o /dev/null "https://127.0.0.1:${t#*=}/" 2>/dev/null && break; sleep 0.1; done
   curl -fsS --cacert "$W/ca.pem" -o /dev/null "https://127.0.0.1:${t#*=}/" || {

@@ -33,7 +33,7 @@ async fn read_while_preface<IO: AsyncRead + Unpin>(
 /// The protocol `stream`'s client speaks, the bytes read given back to
 /// it; none if the connection is to be dropped (a read error, the header
 /// timeout, shutdown).
-pub(super) async fn protocol<IO: AsyncRead + Unpin>(
+pub(super) async fn protocol<IO: AsyncRead + Unpin + 'static>(
     stream: &mut Watched<IO>,
     watch: &Watch,
     shutdown: &mut watch::Receiver<bool>,

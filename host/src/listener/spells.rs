@@ -1,5 +1,6 @@
 //! A client connection's life as spells: awake (hyper serving it) and, on
-//! plain TCP HTTP/1.1, asleep between requests (see [`super::hibernate`]).
+//! HTTP/1.1 over TCP or TLS, asleep between requests (see
+//! [`super::hibernate`]).
 //! Each spell is its own boxed future, so the connection's task holds one
 //! pointer, and a hibernated connection only what [`asleep`] needs: the
 //! [`Resting`] state and the wait on its socket, deadline and shutdown.
@@ -35,7 +36,8 @@ pub(super) struct Resting<IO, S> {
 }
 
 impl<IO: 'static, S> Resting<IO, S> {
-    /// Whether the connection hibernates: plain TCP, its stream framed.
+    /// Whether the connection hibernates: over TCP or TLS on TCP, its
+    /// stream framed.
     fn hibernates(&self) -> bool {
         hibernate::socket(&self.stream).is_some()
     }

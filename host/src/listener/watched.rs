@@ -114,8 +114,12 @@ impl<IO> Watched<IO> {
     }
 
     /// Whether hyper holds nothing of the client's and has written all it
-    /// had, between requests: it may be ended now.
-    fn may_hibernate(&mut self) -> bool {
+    /// had, between requests, and the stream under it holds nothing
+    /// either: it may be ended now.
+    fn may_hibernate(&mut self) -> bool
+    where
+        IO: 'static,
+    {
         let Some(framing) = &mut self.framing else {
             return false;
         };
@@ -125,10 +129,11 @@ impl<IO> Watched<IO> {
             && self.stash.is_empty()
             && self.flushed
             && self.activity.is_idle()
+            && super::hibernate::drained(&mut self.inner)
     }
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+impl<IO: AsyncRead + Unpin + 'static> AsyncRead for Watched<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -402,13 +402,13 @@ pub fn render(snapshot: &Snapshot, process: &ProcessCounters) -> String {
         (
             "weir_client_connections_hibernated",
             "gauge",
-            "Idle HTTP/1.1 client connections held as their socket alone, hyper's buffers freed.",
+            "Idle HTTP/1.1 client connections (TCP or TLS) held as their stream alone, hyper's buffers freed.",
             process.hibernated.0,
         ),
         (
             "weir_client_hibernations_total",
             "counter",
-            "Times an idle HTTP/1.1 client connection hibernated.",
+            "Times an idle HTTP/1.1 client connection (TCP or TLS) hibernated.",
             process.hibernated.1,
         ),
     ] {
