@@ -67,7 +67,7 @@ pub(crate) fn prepare(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let host = ctx.host.as_deref();
+    let host = ctx.host.as_str();
     let h2 = client.protocol().is_h2();
     // HTTP/2 names the host in `:authority`, from the URI (the connection
     // goes to the backend regardless); HTTP/1.1 in `Host`, the URI's

@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::Shared;
 use super::log::RequestLog;
+use super::request_host::RequestHost;
 use crate::connection::ConnectionInfo;
 use crate::plugin::RequestView;
 use crate::snapshot::{Route, Snapshot};
@@ -27,7 +28,7 @@ pub(crate) struct RequestCtx {
     /// The listener's `body_read_timeout_ms`.
     pub(crate) body_read_timeout: std::time::Duration,
     /// The host the client asked for.
-    pub(crate) host: Option<String>,
+    pub(crate) host: RequestHost,
     /// Its access-log line, when there is an access log.
     pub(crate) log: Option<RequestLog>,
     /// The route it matched (set by the route phase).
@@ -47,14 +48,14 @@ impl RequestCtx {
     /// The context of a request whose head is `parts`.
     pub(crate) fn new(shared: &Shared, parts: &Parts, conn: Arc<ConnectionInfo>) -> RequestCtx {
         let started = Instant::now();
-        let host = request_host(parts).map(str::to_string);
+        let host = RequestHost::of(parts);
         let log = shared.access_log.as_ref().map(|access| {
             RequestLog::start(
                 access.clone(),
                 started,
                 conn.clone(),
                 &parts.method,
-                host.as_deref(),
+                host.clone(),
                 parts.uri.path(),
             )
         });
@@ -102,15 +103,4 @@ impl RequestCtx {
     pub(crate) fn upstream(&self) -> &Arc<Upstream> {
         self.upstream.as_ref().expect("set by the route phase")
     }
-}
-
-/// The host the client asked for: `:authority` (HTTP/2, absolute-form) or
-/// the `Host` header.
-fn request_host(parts: &Parts) -> Option<&str> {
-    parts.uri.authority().map(|a| a.as_str()).or_else(|| {
-        parts
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
 }

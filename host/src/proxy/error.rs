@@ -126,7 +126,7 @@ impl ProxyError {
                 tracing::trace!(route, ?location, "308 to https");
             }
             ProxyError::NoRoute => {
-                tracing::debug!(host = ctx.host, "no route");
+                tracing::debug!(host = ctx.host.as_str(), "no route");
             }
             ProxyError::FilterFailed {
                 filter,

@@ -6,6 +6,7 @@ use std::time::{Instant, SystemTime};
 
 use http::Method;
 
+use super::request_host::RequestHost;
 use crate::access_log::{AccessLog, Entry, TunnelFacts, rfc3339};
 use crate::connection::ConnectionInfo;
 use crate::upstream::{Backend, ChosenBy, Upstream};
@@ -19,7 +20,7 @@ pub(crate) struct RequestLog {
     started: Instant,
     conn: Arc<ConnectionInfo>,
     method: Method,
-    host: Option<String>,
+    host: RequestHost,
     path: String,
     pub(crate) upstream: Option<Arc<Upstream>>,
     pub(crate) backend: Option<Arc<Backend>>,
@@ -36,7 +37,7 @@ impl RequestLog {
         started: Instant,
         conn: Arc<ConnectionInfo>,
         method: &Method,
-        host: Option<&str>,
+        host: RequestHost,
         path: &str,
     ) -> RequestLog {
         RequestLog {
@@ -45,7 +46,7 @@ impl RequestLog {
             started,
             conn,
             method: method.clone(),
-            host: host.map(str::to_string),
+            host,
             path: path.to_string(),
             upstream: None,
             backend: None,
@@ -78,7 +79,7 @@ impl RequestLog {
             time: rfc3339(self.arrived),
             client: self.conn.client,
             method: self.method.as_str(),
-            host: self.host.as_deref(),
+            host: self.host.as_str(),
             path: &self.path,
             status: self.status,
             bytes,

@@ -17,6 +17,7 @@ mod log;
 mod redirect;
 mod refused;
 mod request_body;
+mod request_host;
 mod retry;
 mod tunnel;
 mod upgrade;
@@ -95,7 +96,7 @@ async fn proxy(
     }
     let route = ctx
         .snapshot
-        .route(ctx.host.as_deref(), parts.uri.path())
+        .route(ctx.host.as_str(), parts.uri.path())
         .cloned()
         .ok_or(ProxyError::NoRoute)?;
     ctx.route = Some(route.clone());
@@ -121,7 +122,7 @@ async fn proxy(
         return upgrade::open(ctx, &shared.tunnels, parts, body, offer).await;
     }
     let mut retries = Retries::plan(&upstream, &parts.method, body.is_end_stream());
-    let fault = BodyFault::default();
+    let fault = BodyFault::for_body(body.is_end_stream());
     let timeout = ctx.body_read_timeout;
     let refused = ctx.refused.clone();
     let mut body = Some(ClientBody::new(

@@ -22,7 +22,7 @@ pub(crate) fn to_https(
         ctx.refused.count(refusal);
         ProxyError::Refused(refusal)
     };
-    let host = ctx.host.as_deref().ok_or_else(|| refuse(Refusal::NoHost))?;
+    let host = ctx.host.as_str().ok_or_else(|| refuse(Refusal::NoHost))?;
     let authority = Authority::try_from(host).map_err(|_| refuse(Refusal::BadHost))?;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let location = location(authority.host(), port, path);

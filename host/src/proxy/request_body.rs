@@ -21,14 +21,29 @@ use tokio::time::{Instant, Sleep};
 use super::refused::{Refusal, RefusedRequests};
 
 /// Why a client's request body failed, once it has; shared by the body and
-/// the forward phase.
+/// the forward phase. The default has no slot: for a request without a
+/// body, which cannot fail (most requests: no allocation for them).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct BodyFault(Arc<OnceLock<Refusal>>);
+pub(crate) struct BodyFault(Option<Arc<OnceLock<Refusal>>>);
 
 impl BodyFault {
+    /// The fault of a body that is `ended` already (no slot) or is still to
+    /// come (a slot shared by every clone).
+    pub(crate) fn for_body(ended: bool) -> BodyFault {
+        BodyFault((!ended).then(Arc::default))
+    }
+
     /// What went wrong with the body, if anything.
     pub(crate) fn get(&self) -> Option<Refusal> {
-        self.0.get().copied()
+        self.0.as_deref()?.get().copied()
+    }
+
+    /// Records `refusal`; true if it is the body's first (a body without
+    /// a slot cannot fail, and is told so each time if it did).
+    fn set(&self, refusal: Refusal) -> bool {
+        self.0
+            .as_deref()
+            .is_none_or(|slot| slot.set(refusal).is_ok())
     }
 }
 
@@ -80,7 +95,7 @@ impl ClientBody {
 
     fn fail(&mut self, refusal: Refusal, source: Option<hyper::Error>) -> ClientBodyError {
         // Only the first failure counts: the body ends with it.
-        if self.fault.0.set(refusal).is_ok() {
+        if self.fault.set(refusal) {
             self.refused.count(refusal);
             let cause = source.as_ref().map(|e| crate::error::chain(e).to_string());
             tracing::debug!(cause, "client request body failed: {}", refusal.why());

@@ -122,28 +122,30 @@ pub(crate) fn parse(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>,
         Some(0) => Version::HTTP_10,
         _ => return Err(Malformed::Syntax),
     };
-    // Where each name and value lies in the head, then the head split
-    // off: the values become slices of it, without a copy.
+    // Where each name and value lies in the head (on the stack: offsets
+    // within the head, which is at most MAX_HEAD_BYTES long), then the head
+    // split off: the values become slices of it, without a copy.
+    const _: () = assert!(MAX_HEAD_BYTES <= u32::MAX as usize);
     let base = buf.as_ptr() as usize;
-    let places: Vec<[usize; 4]> = response
-        .headers
-        .iter()
-        .map(|header| {
-            let name = header.name.as_ptr() as usize - base;
-            let value = header.value.as_ptr() as usize - base;
-            [
-                name,
-                name + header.name.len(),
-                value,
-                value + header.value.len(),
-            ]
-        })
-        .collect();
+    let offset = |at: *const u8| (at as usize - base) as u32;
+    let mut places = [[0u32; 4]; MAX_HEADERS];
+    let count = response.headers.len();
+    for (place, header) in places.iter_mut().zip(response.headers.iter()) {
+        let name = offset(header.name.as_ptr());
+        let value = offset(header.value.as_ptr());
+        *place = [
+            name,
+            name + header.name.len() as u32,
+            value,
+            value + header.value.len() as u32,
+        ];
+    }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(places.len());
+    let mut headers = HeaderMap::with_capacity(count);
     // The framing headers are read as the map is built: no lookups after.
     let mut seen = Seen::default();
-    for &[name_at, name_end, value_at, value_end] in &places {
+    for place in &places[..count] {
+        let [name_at, name_end, value_at, value_end] = place.map(|at| at as usize);
         let name =
             HeaderName::from_bytes(&head[name_at..name_end]).map_err(|_| Malformed::Syntax)?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
