@@ -341,6 +341,54 @@ async fn a_backend_answering_before_reading_the_body_still_gets_it_and_is_reused
     assert_eq!(opened + reused, 5);
 }
 
+/// A client still sending its body when the backend has answered gets the
+/// whole answer, told that the connection closes: weir ends it (it did not
+/// read the body) with a lingering close, never with a reset that could
+/// throw the answer away or fail the client's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_sending_its_body_gets_the_early_answer_whole() {
+    let backend = RawBackend::start(Mode::AnswerFirst).await;
+    let proxy = proxy(&[backend.addr], "").await;
+    let addr = proxy.url.trim_start_matches("http://").to_string();
+    for n in 0..10 {
+        let tcp = TcpStream::connect(&addr).await.unwrap();
+        let (mut reading, mut writing) = tcp.into_split();
+        // The whole body, sent while the answer comes back: most of it
+        // after weir has stopped reading it.
+        let sending = tokio::spawn(async move {
+            let declared = 4 << 20;
+            let head = format!("POST / HTTP/1.1\r\nhost: x\r\ncontent-length: {declared}\r\n\r\n");
+            writing.write_all(head.as_bytes()).await?;
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..declared / chunk.len() {
+                writing.write_all(&chunk).await?;
+            }
+            writing.shutdown().await
+        });
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            reading.read_to_end(&mut answer),
+        )
+        .await
+        .expect("weir closes the connection after its answer");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(read.is_ok(), "{n}: {read:?} after {text:?}");
+        assert!(text.starts_with("HTTP/1.1 200"), "{n}: {text}");
+        assert!(text.contains("conn="), "{n}: the body whole: {text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{n}: the client is told the connection closes: {text}"
+        );
+        let sent = sending.await.unwrap();
+        assert!(
+            sent.is_ok(),
+            "{n}: the body was taken whole, not reset: {sent:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_requests_at_once_all_succeed_and_their_connections_stay_pooled() {
     let backend = RawBackend::start(Mode::KeepAlive).await;

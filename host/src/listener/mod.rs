@@ -11,6 +11,7 @@ mod close;
 mod drive;
 mod framing;
 mod hibernate;
+mod linger;
 mod serving;
 mod sniff;
 mod spells;

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use super::clock::Clock;
 use super::serving::{Builders, Http1};
 use super::watched::Watched;
-use super::{Watch, drive, hibernate, sniff};
+use super::{Watch, drive, hibernate, linger, sniff};
 use crate::connection::Protocols;
 use crate::proxy::ProxyBody;
 
@@ -176,18 +176,30 @@ where
     } = resting;
     let mut connection = Builders::with(watch.limits(), |b| b.http1(stream, service));
     let ended = drive::drive(Pin::new(&mut connection), &watch, &mut shutdown, &mut clock).await;
-    if !hibernates || !matches!(ended, Some(Ok(()))) {
+    if !matches!(ended, Some(Ok(()))) {
         drive::ended(ended, &watch);
         return None;
     }
-    let (stream, service) = taken_back(connection)?;
-    Some(Resting {
-        stream,
-        service,
-        watch,
-        shutdown,
-        tried: clock.tried,
-    })
+    // Ended cleanly: to hibernate, or because hyper would not keep it.
+    let mut stream = match taken_back(connection) {
+        TakenBack::Resting(stream, service) if hibernates => {
+            return Some(Resting {
+                stream,
+                service,
+                watch,
+                shutdown,
+                tried: clock.tried,
+            });
+        }
+        TakenBack::Resting(..) | TakenBack::Upgraded => return None,
+        TakenBack::Closing(stream) => stream,
+    };
+    if !*shutdown.borrow() {
+        // Boxed: an awake connection does not carry its state (4 KiB).
+        let lingered = Box::pin(linger::close(stream.get_mut())).await;
+        tracing::trace!(client = %watch.client, ?lingered, "client connection closed");
+    }
+    None
 }
 
 /// Holds a hibernated connection until its client sends something (its
@@ -206,28 +218,35 @@ where
     async move { hibernate::sleep(&mut resting).await.then_some(resting) }
 }
 
-/// The stream and the service of a hyper connection that ended cleanly
-/// to hibernate; none if it ended otherwise (the client closed it, or it
-/// switched protocols: its stream lives on in the proxy's tunnel, without
-/// this clock, as tunnels keep their own idle timeout).
-fn taken_back<IO, S>(
-    connection: Http1<hyper_util::rt::TokioIo<Watched<IO>>, S>,
-) -> Option<(Watched<IO>, S)>
+/// What is left of a hyper connection that ended cleanly.
+enum TakenBack<IO, S> {
+    /// It ended to hibernate: its stream and service, to be served again.
+    Resting(Watched<IO>, S),
+    /// hyper ended it for good: the stream, to be closed.
+    Closing(Watched<IO>),
+    /// It switched protocols: its stream lives on in the proxy's tunnel,
+    /// without this clock, as tunnels keep their own idle timeout.
+    Upgraded,
+}
+
+fn taken_back<IO, S>(connection: Http1<hyper_util::rt::TokioIo<Watched<IO>>, S>) -> TakenBack<IO, S>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming, ResBody = ProxyBody>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let parts = connection.into_parts()?;
+    let Some(parts) = connection.into_parts() else {
+        return TakenBack::Upgraded;
+    };
     let mut stream = parts.io.into_inner();
     if !stream.take_hibernated() {
-        return None;
+        return TakenBack::Closing(stream);
     }
     // Empty, but it shares hyper's 8 KiB read buffer: not kept.
     let unused = parts.read_buf;
     stream.unread(&unused);
     drop(unused);
-    Some((stream, parts.service))
+    TakenBack::Resting(stream, parts.service)
 }
 
 #[cfg(test)]

@@ -96,6 +96,11 @@ impl<IO> Watched<IO> {
         &self.inner
     }
 
+    /// The stream itself, to close it (see [`super::linger`]).
+    pub(super) fn get_mut(&mut self) -> &mut IO {
+        &mut self.inner
+    }
+
     /// Hands hyper only what [`Framing`] allows from now on, so that the
     /// connection may hibernate. Before any byte is handed over.
     pub(super) fn frame(&mut self) {

@@ -29,6 +29,8 @@ pub(crate) struct RequestCtx {
     pub(crate) body_read_timeout: std::time::Duration,
     /// The host the client asked for.
     pub(crate) host: RequestHost,
+    /// It came over HTTP/1.x (connection headers mean something).
+    pub(crate) http1: bool,
     /// Its access-log line, when there is an access log.
     pub(crate) log: Option<RequestLog>,
     /// The route it matched (set by the route phase).
@@ -65,6 +67,7 @@ impl RequestCtx {
             refused: shared.refused.clone(),
             body_read_timeout: shared.body_read_timeout,
             host,
+            http1: parts.version < http::Version::HTTP_2,
             log,
             route: None,
             upstream: None,

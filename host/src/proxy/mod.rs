@@ -160,6 +160,19 @@ fn finish(
 ) -> Response<ProxyBody> {
     let (mut head, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut head.headers);
+    if head
+        .extensions
+        .remove::<crate::upstream::EarlyAnswer>()
+        .is_some()
+        && ctx.http1
+    {
+        // The client's body is left unread: its connection closes after
+        // this answer, and the client is told so.
+        head.headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     for (name, value) in chosen.response_headers {
         head.headers.append(name, value);
     }
