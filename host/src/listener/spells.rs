@@ -166,7 +166,6 @@ where
     S::Future: Send + 'static,
 {
     let mut clock = resting.clock();
-    let hibernates = resting.hibernates();
     let Resting {
         stream,
         service,
@@ -180,9 +179,10 @@ where
         drive::ended(ended, &watch);
         return None;
     }
-    // Ended cleanly: to hibernate, or because hyper would not keep it.
+    // Ended cleanly: to hibernate (only a framed stream, one that
+    // hibernates, is ever ended so), or because hyper would not keep it.
     let mut stream = match taken_back(connection) {
-        TakenBack::Resting(stream, service) if hibernates => {
+        TakenBack::Resting(stream, service) => {
             return Some(Resting {
                 stream,
                 service,
@@ -191,7 +191,7 @@ where
                 tried: clock.tried,
             });
         }
-        TakenBack::Resting(..) | TakenBack::Upgraded => return None,
+        TakenBack::Upgraded => return None,
         TakenBack::Closing(stream) => stream,
     };
     if !*shutdown.borrow() {
