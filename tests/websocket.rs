@@ -244,6 +244,12 @@ async fn a_backend_removed_by_the_admin_api_loses_its_tunnels() {
     let proxy = proxy(&addrs, "tunnel_drain_grace_ms = 0", "").await;
     let url = ws_url(&proxy);
     let mut clients = blocking(|| WsClients::open(&url, 4, &[]));
+    // Each pooled plugin instance keeps its own rotation, so 4 sockets
+    // over 2 workers need not split 2/2; count where they landed.
+    let spread = clients.spread();
+    let on_second = spread.get("backend-2").copied().unwrap_or(0);
+    let on_first = spread.get("backend-1").copied().unwrap_or(0);
+    assert!(on_second > 0, "no socket landed on backend-2: {spread:?}");
     let admin_addr = proxy.server.admin_addr().unwrap();
     let (status, answer) = admin(
         admin_addr,
@@ -255,7 +261,7 @@ async fn a_backend_removed_by_the_admin_api_loses_its_tunnels() {
     .await;
     assert_eq!(status, 200, "{answer}");
     let closed = blocking(|| clients.closed("backend-2"));
-    assert_eq!(closed.len(), 2);
+    assert_eq!(closed.len(), on_second);
     assert!(
         closed.iter().all(|c| c.starts_with("closed:")),
         "{closed:?}"
@@ -268,7 +274,7 @@ async fn a_backend_removed_by_the_admin_api_loses_its_tunnels() {
         .filter(|(name, _)| *name == "backend-1")
         .map(|(_, echo)| echo.as_str())
         .collect();
-    assert_eq!(kept, ["ok", "ok"]);
+    assert_eq!(kept, vec!["ok"; on_first]);
     blocking(|| clients.quit());
 }
 
