@@ -16,17 +16,7 @@ const RR: &str = "[upstreams.web.balancer]\nplugin = \"round-robin\"\n";
 /// A proxy to `backends` with `listener` lines in its listener, `route`
 /// lines in its route, and an admin API.
 async fn proxy(backends: &[SocketAddr], listener: &str, route: &str) -> TestProxy {
-    let text = config_text(backends, RR, "")
-        .replacen(
-            "[[listeners]]\n",
-            &format!("[[listeners]]\n{listener}\n"),
-            1,
-        )
-        .replacen(
-            "[[routes]]\nupstream = \"web\"\n",
-            &format!("[[routes]]\nupstream = \"web\"\n{route}\n"),
-            1,
-        );
+    let text = with_lines(&config_text(backends, RR, ""), listener, route);
     TestProxy::start(&format!("{text}\n[admin]\naddress = \"127.0.0.1:0\"\n")).await
 }
 

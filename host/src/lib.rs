@@ -20,6 +20,7 @@ pub mod demo;
 pub mod error;
 pub mod framing;
 pub mod histogram;
+pub mod linger;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

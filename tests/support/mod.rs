@@ -216,6 +216,21 @@ pub fn config_text(backends: &[SocketAddr], upstream_extra: &str, plugins_extra:
     text
 }
 
+/// A [`config_text`] with `listener` lines added to its listener and
+/// `route` lines to its route.
+pub fn with_lines(text: &str, listener: &str, route: &str) -> String {
+    text.replacen(
+        "[[listeners]]\n",
+        &format!("[[listeners]]\n{listener}\n"),
+        1,
+    )
+    .replacen(
+        "[[routes]]\nupstream = \"web\"\n",
+        &format!("[[routes]]\nupstream = \"web\"\n{route}\n"),
+        1,
+    )
+}
+
 /// A weir started from the library on port 0.
 pub struct TestProxy {
     pub server: weir::Server,

@@ -11,7 +11,6 @@ mod close;
 mod drive;
 mod framing;
 mod hibernate;
-mod linger;
 mod serving;
 mod sniff;
 mod spells;

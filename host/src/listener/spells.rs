@@ -20,8 +20,9 @@ use tokio::sync::watch;
 use super::clock::Clock;
 use super::serving::{Builders, Http1};
 use super::watched::Watched;
-use super::{Watch, drive, hibernate, linger, sniff};
+use super::{Watch, drive, hibernate, sniff};
 use crate::connection::Protocols;
+use crate::linger;
 use crate::proxy::ProxyBody;
 
 /// What an HTTP/1.1 connection keeps from one spell to the next.

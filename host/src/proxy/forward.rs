@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use super::grpc::{Deadline, attempt_timeout};
 use super::refused::Refusal;
-use super::request_body::BodyFault;
+use super::request_body::BodyWatch;
 use crate::error::chain;
 use crate::upstream::{Backend, BackendBody, InFlight, Upstream, UpstreamBody};
 
@@ -41,13 +41,13 @@ impl Failure {
 /// Sends `request` to `backend`, counting it in flight (the returned guard
 /// keeps counting until the response body ends). Each failure is logged
 /// here, once per attempt, with the backend and the whole error chain; a
-/// failure while the client's body had failed (`fault`) is the client's:
+/// failure while the client's body had failed (`body`) is the client's:
 /// the send ended because its body did.
 pub(crate) async fn forward(
     upstream: &Upstream,
     backend: &Arc<Backend>,
     request: Request<UpstreamBody>,
-    fault: &BodyFault,
+    body: &BodyWatch,
 ) -> Result<(Response<BackendBody>, InFlight), Failure> {
     let in_flight = backend.stats.start();
     let started = Instant::now();
@@ -61,7 +61,7 @@ pub(crate) async fn forward(
     // timeout is at most `request_timeout_ms`, which config validation
     // bounds at a day, so the sum cannot overflow.
     let outcome = tokio::time::timeout_at(started + timeout, sent).await;
-    if let (Err(_) | Ok(Err(_)), Some(refusal)) = (&outcome, fault.get()) {
+    if let (Err(_) | Ok(Err(_)), Some(refusal)) = (&outcome, body.fault()) {
         if let Ok(Err(error)) = &outcome {
             let status = refusal.status().as_u16();
             tracing::debug!(backend = backend.name, "{status}: {}", chain(error));

@@ -27,7 +27,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::request::Parts;
 use http::{Request, Response};
-use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -47,7 +46,7 @@ use choose::{Chosen, choose, prepare};
 use context::RequestCtx;
 use error::ProxyError;
 use forward::forward;
-use request_body::{BodyFault, ClientBody};
+use request_body::HeldBody;
 use retry::Retries;
 
 /// What every request handler shares: the current snapshot and the access
@@ -77,10 +76,28 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let (mut parts, body) = request.into_parts();
     let mut ctx = RequestCtx::new(&shared, &parts, conn);
-    match proxy(&shared, &mut ctx, &mut parts, body).await {
+    let mut body = HeldBody::new(body);
+    let expects_continue = parts.headers.contains_key(http::header::EXPECT);
+    let mut upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let phases = proxy(&shared, &mut ctx, &mut parts, &mut body, &mut upgrade);
+    let mut response = match phases.await {
         Ok(response) => response,
         Err(error) => error.answer(&mut ctx),
+    };
+    if let Some(pending) = upgrade {
+        upgrade::unclaimed(pending);
     }
+    // One place for every answer, whoever gave it (weir, a filter, a
+    // backend that answered early): a body left unread ends the
+    // connection after it, and an HTTP/1.x client is told.
+    let idle = ctx.body_read_timeout;
+    if !body.settle(ctx.http1, expects_continue, idle, &ctx.refused) && ctx.http1 {
+        response.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// The phases, in order; each returns weir's own answer as an error.
@@ -88,7 +105,8 @@ async fn proxy(
     shared: &Shared,
     ctx: &mut RequestCtx,
     parts: &mut Parts,
-    body: Incoming,
+    body: &mut HeldBody,
+    upgrade: &mut Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     if let Err(refusal) = refused::check_host(parts) {
         ctx.refused.count(refusal);
@@ -106,7 +124,7 @@ async fn proxy(
         return Err(redirect::to_https(ctx, parts, port)?);
     }
     let max_body = route.limits.max_request_body_bytes;
-    if max_body.is_some_and(|max| body.size_hint().lower() > max) {
+    if max_body.is_some_and(|max| body.declared_over(max)) {
         ctx.refused.count(Refusal::BodyTooLarge);
         return Err(ProxyError::ClientBody(Refusal::BodyTooLarge));
     }
@@ -119,25 +137,18 @@ async fn proxy(
     }
     filters::keep_for_responders(ctx, parts);
     if let Some(offer) = upgrade::requested(parts) {
-        return upgrade::open(ctx, &shared.tunnels, parts, body, offer).await;
+        let with_body = !body.is_end_stream();
+        return upgrade::open(ctx, &shared.tunnels, parts, with_body, offer, upgrade).await;
     }
     let mut retries = Retries::plan(&upstream, &parts.method, body.is_end_stream());
-    let fault = BodyFault::for_body(body.is_end_stream());
-    let timeout = ctx.body_read_timeout;
-    let refused = ctx.refused.clone();
-    let mut body = Some(ClientBody::new(
-        body,
-        max_body,
-        timeout,
-        fault.clone(),
-        refused,
-    ));
+    let watch = body.watch().clone();
+    let mut body = body.take(max_body, ctx.body_read_timeout, &ctx.refused);
     loop {
         let chosen = choose(ctx, parts, &retries.tried)?;
         let next = retries.copy(&upstream, parts);
         let head = std::mem::replace(parts, empty_head());
         let request = prepare(ctx, head, retries.body(&mut body), &chosen.backend)?;
-        match forward(&upstream, &chosen.backend, request, &fault).await {
+        match forward(&upstream, &chosen.backend, request, &watch).await {
             Ok((response, _)) if response.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                 let what = "a request that did not ask to upgrade";
                 return Err(upgrade::bad_switch(&upstream, &chosen.backend, what));
@@ -160,19 +171,6 @@ fn finish(
 ) -> Response<ProxyBody> {
     let (mut head, body) = response.into_parts();
     headers::remove_hop_by_hop(&mut head.headers);
-    if head
-        .extensions
-        .remove::<crate::upstream::EarlyAnswer>()
-        .is_some()
-        && ctx.http1
-    {
-        // The client's body is left unread: its connection closes after
-        // this answer, and the client is told so.
-        head.headers.insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-    }
     for (name, value) in chosen.response_headers {
         head.headers.append(name, value);
     }

@@ -11,9 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::header::{CONNECTION, UPGRADE};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
-use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::choose::{choose, prepare};
@@ -21,7 +19,7 @@ use super::context::RequestCtx;
 use super::error::ProxyError;
 use super::forward::forward;
 use super::refused::Refusal;
-use super::request_body::BodyFault;
+use super::request_body::BodyWatch;
 use super::tunnel::{Timing, Tunnel};
 use super::{ProxyBody, empty_head, filters, finish, full, headers};
 use crate::upstream::{Backend, Upstream};
@@ -76,26 +74,46 @@ fn agreed(offer: &HeaderValue, response: &HeaderMap) -> Option<HeaderValue> {
         .then(|| chosen.clone())
 }
 
+/// The connection of a request that could have switched protocols (hyper
+/// readies an upgrade for any HTTP/1.1 request with an `Upgrade` header,
+/// and for `CONNECT`) and did not: hyper hands the connection over when it
+/// ends as if it had, to be dropped with whatever the client still sends
+/// unread, which resets it. It is closed instead as the listener closes
+/// the others, with a lingering close. At most one per connection: the
+/// next such request's replaces it, and an ended connection that never
+/// switched ends its wait.
+pub(super) fn unclaimed(pending: OnUpgrade) {
+    tokio::spawn(async move {
+        if let Ok(upgraded) = pending.await {
+            let mut io = hyper_util::rt::TokioIo::new(upgraded);
+            let lingered = crate::linger::close(&mut io).await;
+            tracing::trace!(?lingered, "client connection of an unmade upgrade closed");
+        }
+    });
+}
+
 /// Sends the upgrade request in `parts` to a backend and answers: a `101`
 /// that starts a tunnel, or the backend's other answer. Never retried.
 pub(super) async fn open(
     ctx: &mut RequestCtx,
     tunnels: &Arc<super::Tunnels>,
     parts: &mut Parts,
-    body: Incoming,
+    with_body: bool,
     offer: HeaderValue,
+    client_side: &mut Option<OnUpgrade>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let upstream = ctx.upstream().clone();
     if upstream.client().version() != Version::HTTP_11 {
         return Err(refuse(ctx, Refusal::UpgradeUnsupported));
     }
-    if !body.is_end_stream() {
+    if with_body {
         return Err(refuse(ctx, Refusal::UpgradeWithBody));
     }
-    // Always there on HTTP/1.1, which weir serves with upgrades.
-    let Some(client_side) = parts.extensions.remove::<OnUpgrade>() else {
+    // Always there on HTTP/1.1, which weir serves with upgrades; taken
+    // only for the tunnel, so that every other answer leaves it unclaimed.
+    if client_side.is_none() {
         return Err(refuse(ctx, Refusal::UpgradeUnsupported));
-    };
+    }
     let chosen = choose(ctx, parts, &[])?;
     let head = std::mem::replace(parts, empty_head());
     let empty = http_body_util::Empty::new()
@@ -106,7 +124,7 @@ pub(super) async fn open(
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(UPGRADE, offer.clone());
     let (mut response, in_flight) =
-        match forward(&upstream, &chosen.backend, request, &BodyFault::default()).await {
+        match forward(&upstream, &chosen.backend, request, &BodyWatch::default()).await {
             Ok(answered) => answered,
             Err(failure) => {
                 return Err(ProxyError::Backend {
@@ -146,6 +164,9 @@ pub(super) async fn open(
     if let Some(log) = &mut log {
         log.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
     }
+    let Some(client_side) = client_side.take() else {
+        return Err(refuse(ctx, Refusal::UpgradeUnsupported));
+    };
     let config = ctx.snapshot.config().upstreams.get(upstream.name());
     Tunnel {
         client: client_side,

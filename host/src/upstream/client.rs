@@ -28,14 +28,6 @@ pub use h2::H2Stats;
 /// The protocol weir speaks to an upstream's backends.
 pub use crate::config::UpstreamProtocol as Protocol;
 
-/// In a response's extensions: the backend answered before it took the
-/// whole request body, and weir stopped sending it. The client's body is
-/// then left unread, so its HTTP/1.1 connection cannot be kept: the proxy
-/// says `Connection: close` in the answer, so that the client does not
-/// send its next request on a connection about to close.
-#[derive(Debug, Clone, Copy)]
-pub struct EarlyAnswer;
-
 impl Protocol {
     /// What TLS offers in ALPN for this protocol, most preferred first.
     pub fn alpn(self) -> &'static [&'static [u8]] {

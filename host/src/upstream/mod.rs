@@ -46,8 +46,8 @@ pub use admin::{AdminError, InvalidChange, NewBackend};
 pub use balancer::PluginBalancer;
 pub use choose::{ASKS, Choice};
 pub use client::{
-    BackendBody, BackendUpgrade, BodyError, EarlyAnswer, H1Stats, H2Stats, Protocol, SendError,
-    UpstreamClient, take_upgrade,
+    BackendBody, BackendUpgrade, BodyError, H1Stats, H2Stats, Protocol, SendError, UpstreamClient,
+    take_upgrade,
 };
 pub use connector::{BackendStream, ConnectError, Origination};
 pub use fallback::RoundRobin;

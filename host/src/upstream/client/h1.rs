@@ -371,9 +371,6 @@ impl H1Pool {
             shared: self.shared.clone(),
             addr,
         };
-        if early {
-            response.extensions_mut().insert(super::EarlyAnswer);
-        }
         let keep = keeps && head.keep_alive && !early;
         response.map(|()| BackendBody::h1(H1Body::new(conn, head.framing, home, keep)))
     }

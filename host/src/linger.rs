@@ -1,28 +1,31 @@
 //! Closing an HTTP/1.1 client connection that hyper has ended, as nginx's
 //! lingering close does. hyper ends a connection after its response when
-//! it cannot be kept: the client asked it closed, or weir did not read the
-//! whole request body (a backend answered before taking it). A client may
+//! it cannot be kept: the client asked it closed, or the answer left the
+//! request body unread (weir or a filter answered without it, it failed,
+//! a backend answered before taking it). A client may
 //! still be sending that body then. Closing a socket with unread bytes in
 //! it makes the kernel send a reset, and a reset can throw away the
 //! response the client has not read yet: the client sees an error where
 //! weir answered. So weir first half-closes (its response is all written),
 //! then reads and discards what still comes until the client closes its
 //! side, for at most [`LINGER_FOR`] and [`LINGER_BYTES`]; then it closes.
-//! The connection keeps its `max_connections` slot meanwhile.
+//! The connection keeps its `max_connections` slot meanwhile. A connection
+//! hyper hands to an upgrade weir did not make is closed the same way, by
+//! the proxy's upgrade phase.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The longest a closing connection waits for its client to close.
-pub(super) const LINGER_FOR: Duration = Duration::from_secs(2);
+pub const LINGER_FOR: Duration = Duration::from_secs(2);
 
 /// The most a closing connection discards before it closes anyway.
-pub(super) const LINGER_BYTES: usize = 8 << 20;
+pub const LINGER_BYTES: usize = 8 << 20;
 
 /// How a lingering close ended.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Lingered {
+pub enum Lingered {
     /// The client closed its side (or the connection failed): nothing lost.
     Closed,
     /// [`LINGER_FOR`] passed, or [`LINGER_BYTES`] came, first.
@@ -31,7 +34,7 @@ pub(super) enum Lingered {
 
 /// Half-closes `stream`, then discards what its client still sends until
 /// it closes, within the limits above.
-pub(super) async fn close<IO: AsyncRead + AsyncWrite + Unpin>(stream: &mut IO) -> Lingered {
+pub async fn close<IO: AsyncRead + AsyncWrite + Unpin>(stream: &mut IO) -> Lingered {
     if stream.shutdown().await.is_err() {
         return Lingered::Closed;
     }
