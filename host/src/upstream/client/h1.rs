@@ -34,6 +34,7 @@ mod body;
 mod chunked;
 mod conn;
 mod encode;
+mod out;
 mod parse;
 mod upgrade;
 

@@ -10,11 +10,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method};
+use http::Method;
 use http_body::Body;
 use tokio::io::AsyncWrite;
 
-use super::encode::{self, Framing};
+use super::encode::{self, Framing, trailer_lines};
+use super::out::Out;
 use super::parse::{self, Head, MAX_INFORMATIONAL, Malformed};
 use crate::upstream::{BackendStream, UpstreamBody};
 
@@ -344,61 +345,6 @@ enum Next {
     Early,
 }
 
-/// What is left to write of a few byte slices.
-struct Out<'a> {
-    parts: &'a [&'a [u8]],
-    /// The first unwritten part, and how much of it is written.
-    at: (usize, usize),
-}
-
-impl<'a> Out<'a> {
-    fn new(parts: &'a [&'a [u8]]) -> Out<'a> {
-        let mut out = Out { parts, at: (0, 0) };
-        out.advance(0);
-        out
-    }
-
-    fn done(&self) -> bool {
-        self.at.0 >= self.parts.len()
-    }
-
-    fn slices<'s>(&'s self, into: &mut [IoSlice<'s>; 3]) -> usize {
-        let (first, offset) = self.at;
-        let mut count = 0;
-        for (i, part) in self.parts[first..].iter().take(3).enumerate() {
-            let part = if i == 0 { &part[offset..] } else { part };
-            into[count] = IoSlice::new(part);
-            count += 1;
-        }
-        count
-    }
-
-    /// `n` more bytes written; empty parts skipped.
-    fn advance(&mut self, mut n: usize) {
-        while let Some(part) = self.parts.get(self.at.0) {
-            let left = part.len() - self.at.1;
-            if n < left {
-                self.at.1 += n;
-                return;
-            }
-            n -= left;
-            self.at = (self.at.0 + 1, 0);
-        }
-    }
-}
-
-/// Trailers as header lines.
-fn trailer_lines(trailers: &HeaderMap) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (name, value) in trailers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 /// Whether `buf` may hold a head's end (an empty line) past `scanned`
 /// (less the three bytes before it): parsing again only then keeps a head
 /// trickled byte by byte from costing quadratic time.
@@ -435,26 +381,6 @@ fn final_head_buffered(buf: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn out_walks_its_parts_through_partial_writes() {
-        let parts: [&[u8]; 3] = [b"head", b"", b"body"];
-        let mut out = Out::new(&parts);
-        let mut written = Vec::new();
-        for n in [3, 1, 2, 2] {
-            let mut slices = [IoSlice::new(&[]); 3];
-            let count = out.slices(&mut slices);
-            let all: Vec<u8> = slices[..count]
-                .iter()
-                .flat_map(|s| s.iter().copied())
-                .collect();
-            written.extend_from_slice(&all[..n]);
-            out.advance(n);
-        }
-        assert!(out.done());
-        assert_eq!(written, b"headbody");
-        assert!(Out::new(&[b"".as_slice()]).done());
-    }
 
     #[test]
     fn a_head_end_is_looked_for_only_in_what_is_new() {

@@ -123,6 +123,18 @@ pub(crate) fn chunk_size(len: usize, room: &mut [u8; 18]) -> &[u8] {
     }
 }
 
+/// Trailers as header lines.
+pub(crate) fn trailer_lines(trailers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in trailers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
