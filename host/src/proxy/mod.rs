@@ -76,8 +76,7 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     let (mut parts, body) = request.into_parts();
     let mut ctx = RequestCtx::new(&shared, &parts, conn);
-    let mut body = HeldBody::new(body);
-    let expects_continue = parts.headers.contains_key(http::header::EXPECT);
+    let mut body = HeldBody::new(body, &parts.headers);
     let mut upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let phases = proxy(&shared, &mut ctx, &mut parts, &mut body, &mut upgrade);
     let mut response = match phases.await {
@@ -91,7 +90,7 @@ pub async fn handle(
     // backend that answered early): a body left unread ends the
     // connection after it, and an HTTP/1.x client is told.
     let idle = ctx.body_read_timeout;
-    if !body.settle(ctx.http1, expects_continue, idle, &ctx.refused) && ctx.http1 {
+    if !body.settle(ctx.http1, idle, &ctx.refused) && ctx.http1 {
         response.headers_mut().insert(
             http::header::CONNECTION,
             http::HeaderValue::from_static("close"),

@@ -98,14 +98,19 @@ pub(crate) const DISCARD_MAX: u64 = 64 << 10;
 pub(crate) struct HeldBody {
     body: Option<Incoming>,
     watch: BodyWatch,
+    /// The client waits for `100 Continue` before it sends the body.
+    expects_continue: bool,
 }
 
 impl HeldBody {
-    pub(crate) fn new(body: Incoming) -> HeldBody {
-        let watch = BodyWatch::for_body(body.is_end_stream());
+    /// The body of a request whose headers are `headers` (looked at only
+    /// when there is a body: most requests have none).
+    pub(crate) fn new(body: Incoming, headers: &http::HeaderMap) -> HeldBody {
+        let ended = body.is_end_stream();
         HeldBody {
+            watch: BodyWatch::for_body(ended),
+            expects_continue: !ended && headers.contains_key(http::header::EXPECT),
             body: Some(body),
-            watch,
         }
     }
 
@@ -157,7 +162,6 @@ impl HeldBody {
     pub(crate) fn settle(
         self,
         http1: bool,
-        expects_continue: bool,
         idle: Duration,
         refused: &Arc<RefusedRequests>,
     ) -> bool {
@@ -168,7 +172,7 @@ impl HeldBody {
             return true;
         }
         let remaining = body.size_hint().exact();
-        if !http1 || expects_continue || remaining.is_none_or(|n| n > DISCARD_MAX) {
+        if !http1 || self.expects_continue || remaining.is_none_or(|n| n > DISCARD_MAX) {
             return false;
         }
         let mut discard = ClientBody::new(body, None, idle, self.watch, refused.clone());
